@@ -48,7 +48,7 @@ mod writer;
 
 pub use entry::{Entry, EntryKind, Owner};
 pub use error::{Error, Result};
-pub use header::{RECORD, archive_size, pad_to_block};
+pub use header::{BLOCK, RECORD, archive_size, encode as encode_header, pad_to_block};
 pub use tree::{CopyOptions, Dir, Node, Tree, Warnings, resolve_host};
 pub use writer::{LayerDigest, LayerWriter, hex};
 
@@ -59,4 +59,22 @@ pub const DEFAULT_MTIME: u64 = 315_532_800;
 /// The size of the tar stream that writing `entries` produces.
 pub fn planned_size(entries: &[Entry]) -> u64 {
     archive_size(entries.iter().map(Entry::tar_size).sum())
+}
+
+/// A digest of the planned entries: every header field (names, kinds, modes, owners, sizes,
+/// link targets, device numbers, times) and the bytes of in-memory entries, but not the
+/// contents of files, which are only read when the layer is written.
+pub fn plan_digest(entries: &[Entry]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut header = Vec::with_capacity(4 * BLOCK as usize);
+    for entry in entries {
+        header.clear();
+        encode_header(entry, &mut header);
+        h.update(&header);
+        if let EntryKind::Data(data) = &entry.kind {
+            h.update(data);
+        }
+    }
+    h.finalize().into()
 }

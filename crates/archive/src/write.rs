@@ -1,0 +1,133 @@
+//! Assembling a docker-archive around one new layer.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use buildimage_layer::{Entry, LayerDigest, LayerWriter, hex, plan_digest, planned_size};
+
+use crate::config::{
+    ImageConfig, LayerMeta, ManifestEntry, RootFs, manifest_bytes, repositories_bytes,
+};
+use crate::error::Result;
+use crate::outer::OuterTar;
+
+/// How the tag of the image is chosen.
+pub enum Tag<'a> {
+    /// A tag given by the user.
+    Fixed(String),
+    /// A tag computed from the hex digest of the image config, once it is known.
+    Auto(&'a dyn Fn(&str) -> String),
+}
+
+/// Everything about the image except its layer contents.
+pub struct ImageSpec<'a> {
+    /// Image name, already lower-cased.
+    pub name: String,
+    /// The tag, or how to derive it.
+    pub tag: Tag<'a>,
+    /// The container config, `Env` merged (see [`crate::merge_config`]).
+    pub config: Map<String, Value>,
+    /// Go architecture name.
+    pub architecture: String,
+    /// `created` of the config and of the new history entry.
+    pub created: String,
+    /// Modification time of the outer tar's members.
+    pub mtime: u64,
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct ImageSummary {
+    /// The new layer's digests.
+    pub layer: LayerDigest,
+    /// The new layer's ID (its folder in the archive).
+    pub layer_id: String,
+    /// Hex SHA-256 of the image config: the image ID.
+    pub config_digest: String,
+    /// The tag used.
+    pub tag: String,
+}
+
+/// Writes a docker-archive holding one layer made of `entries` into `out`.
+///
+/// The members come in this order: `./`, the layer folder with `VERSION` and `layer.tar`
+/// (streamed straight from the sources, its size known from the plan), the layer's `json`,
+/// the config, `manifest.json`, `repositories`. Everything that depends on the layer's
+/// digest comes after it, so the layer is read once and never staged.
+pub fn write_image<W: Write>(
+    out: W,
+    spec: &ImageSpec<'_>,
+    entries: &[Entry],
+    cancel: Option<&Arc<AtomicBool>>,
+) -> Result<(W, ImageSummary)> {
+    let mut tar = OuterTar::new(out, spec.mtime);
+    tar.dir("./")?;
+
+    let meta = LayerMeta {
+        architecture: &spec.architecture,
+        config: &spec.config,
+        created: &spec.created,
+        parent: None,
+    };
+    let layer_id = meta.layer_id(&plan_digest(entries));
+    tar.dir(&format!("{layer_id}/"))?;
+    tar.file(&format!("{layer_id}/VERSION"), b"1.0")?;
+    let layer_path = format!("{layer_id}/layer.tar");
+    let digest = tar.stream(&layer_path, planned_size(entries), |out| {
+        let mut writer = LayerWriter::new(out);
+        if let Some(flag) = cancel {
+            writer.cancel_on(flag.clone());
+        }
+        writer.append_all(entries)?;
+        Ok(writer.finish()?.1)
+    })?;
+    tar.file(
+        &format!("{layer_id}/json"),
+        &meta.to_bytes(&digest.tarsum, &layer_id, digest.size),
+    )?;
+
+    let config = ImageConfig {
+        architecture: spec.architecture.clone(),
+        config: spec.config.clone(),
+        created: spec.created.clone(),
+        os: "linux",
+        rootfs: RootFs {
+            diff_ids: vec![digest.diff_id_string()],
+            kind: "layers",
+        },
+        history: vec![json!({ "created": spec.created })],
+    };
+    let config_bytes = config.to_bytes();
+    let config_digest = hex(&Sha256::digest(&config_bytes));
+    let config_path = format!("{config_digest}.json");
+    tar.file(&config_path, &config_bytes)?;
+
+    let tag = match &spec.tag {
+        Tag::Fixed(t) => t.clone(),
+        Tag::Auto(f) => f(&config_digest),
+    };
+    let manifest = ManifestEntry {
+        repo_tags: vec![format!("{}:{}", spec.name, tag)],
+        layers: vec![layer_path],
+        config: config_path,
+    };
+    tar.file("manifest.json", &manifest_bytes(&manifest))?;
+    tar.file(
+        "repositories",
+        &repositories_bytes(&spec.name, &tag, &layer_id),
+    )?;
+    let out = tar.finish()?;
+    Ok((
+        out,
+        ImageSummary {
+            layer: digest,
+            layer_id,
+            config_digest,
+            tag,
+        },
+    ))
+}
