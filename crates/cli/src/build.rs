@@ -1,0 +1,250 @@
+//! `buildimage build`: parse, plan, stage when a script needs it, stream, commit.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use buildimage_archive::{Compressed, Compressor, ImageSpec, Tag, merge_config, write_image};
+use buildimage_layer::{CopyOptions, DEFAULT_MTIME, Owner, Tree, Warnings, stage};
+
+use crate::BuildArgs;
+use crate::output::Output;
+use crate::signals::Signals;
+use crate::spec::{self, Created, Spec};
+
+/// Builds the image that `args` describe.
+pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
+    let (text, base_dir) = read_spec(&args.spec)?;
+    let parsed = spec::parse(&text, &base_dir)?;
+    for warning in &parsed.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let spec = parsed.spec;
+    refuse_unsupported(&spec)?;
+
+    let name = spec.name.to_lowercase();
+    spec::validate_reference(&name, spec.tag.as_deref().unwrap_or("latest"))?;
+    let mtime = source_date_epoch()?;
+    let dest = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(spec::default_output_name(&spec.name, spec.compressor)));
+    let output = Output::open(&dest, 0o666 & !user_umask)?;
+
+    // Plan the layer: copy every item, later ones winning.
+    let options = CopyOptions {
+        keep_dirlinks: spec.keep_contents_dirlinks,
+        store_root: args.store.clone(),
+    };
+    let mut tree = Tree::new();
+    let mut warnings = Warnings::default();
+    for item in &spec.copy_to_root {
+        let host = host_path(item, &args.store);
+        tree.copy_from(&host, &options, &mut warnings)
+            .with_context(|| format!("Key `copyToRoot`: cannot copy {}", item.display()))?;
+    }
+    tree.make_root_writable();
+
+    // extraCommands needs real files to run in: stage the tree, run, plan again from it.
+    // The staging folder must live until the layer is written, since entries point into it.
+    let _staging = if spec.extra_commands.is_empty() {
+        None
+    } else {
+        let staging = Staging::new()?;
+        stage::materialize(&tree, staging.path())
+            .context("Staging the layer for `extraCommands` failed")?;
+        signals.check()?;
+        crate::script::run(
+            "extraCommands",
+            &spec.extra_commands,
+            staging.path(),
+            signals,
+        )?;
+        tree = Tree::from_dir(staging.path(), &mut warnings)
+            .context("Reading the layer back after `extraCommands` failed")?;
+        Some(staging)
+    };
+    for warning in &warnings.0 {
+        eprintln!("warning: {warning}");
+    }
+    signals.check()?;
+
+    let entries = tree.entries(&Owner::numeric(spec.uid.into(), spec.gid.into()), mtime);
+    let created = match &spec.created {
+        Created::Fixed(text) => text.clone(),
+        Created::Now => spec::now_rfc3339(unix_now()),
+    };
+    let auto_tag = |config_digest: &str| auto_tag(&name, config_digest);
+    let image = ImageSpec {
+        name: name.clone(),
+        tag: spec.tag.clone().map_or(Tag::Auto(&auto_tag), Tag::Fixed),
+        config: merge_config(spec.config.as_ref(), &[]),
+        architecture: spec.architecture.clone().unwrap_or_else(host_architecture),
+        created,
+        mtime,
+    };
+    let shown = output.dest();
+    let compressor = match spec.compressor {
+        spec::Compressor::None => Compressor::None,
+        spec::Compressor::Gz => Compressor::Gz,
+        spec::Compressor::Zstd => Compressor::Zstd,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let stream =
+        Compressed::new(output, compressor, threads).context("Cannot start the compressor")?;
+    let (stream, summary) = write_image(stream, &image, &entries, Some(signals.flag()))
+        .with_context(|| format!("Writing {} failed", shown.display()))?;
+    let output = stream
+        .finish()
+        .with_context(|| format!("Writing {} failed", shown.display()))?;
+    signals.check()?;
+    output.commit()?;
+
+    eprintln!(
+        "buildimage: wrote {} ({}:{}, image ID sha256:{})",
+        shown.display(),
+        name,
+        summary.tag,
+        summary.config_digest
+    );
+    if args.json {
+        let out_path = if shown == Path::new("-") {
+            shown
+        } else {
+            std::path::absolute(&shown).unwrap_or(shown)
+        };
+        let info = json!({
+            "imageName": name,
+            "imageTag": summary.tag,
+            "outPath": out_path,
+            "layer": {
+                "id": summary.layer_id,
+                "diffId": summary.layer.diff_id_string(),
+                "size": summary.layer.size,
+                "checksum": summary.layer.tarsum,
+            },
+            "configDigest": format!("sha256:{}", summary.config_digest),
+            "buildArgs": spec.build_args,
+        });
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    }
+    Ok(())
+}
+
+/// Reads the spec and returns its text and the folder its relative paths start from.
+fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("Cannot read the spec from standard input")?;
+        return Ok((text, std::env::current_dir()?));
+    }
+    let text = fs_err::read_to_string(path).context("Cannot read the spec")?;
+    let dir = std::path::absolute(path)?
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_owned);
+    Ok((text, dir))
+}
+
+/// Features whose implementation has not landed yet fail loudly instead of being ignored.
+fn refuse_unsupported(spec: &Spec) -> Result<()> {
+    if spec.from_image.is_some() {
+        bail!("Key `fromImage`: base images are not supported yet");
+    }
+    if spec.run_as_root.is_some() {
+        bail!("Key `runAsRoot`: running scripts as root is not supported yet");
+    }
+    if spec.include_nix_db {
+        bail!("Key `includeNixDB`: writing a Nix database is not supported yet");
+    }
+    if spec.inherit_config {
+        bail!("Key `inheritConfig` needs `fromImage`, which is not supported yet");
+    }
+    if spec.closure_info.is_some() {
+        bail!("Key `closureInfo`: store closures are not supported yet");
+    }
+    Ok(())
+}
+
+/// Where a spec path is read from: store paths from the `--store` folder, others as they are.
+fn host_path(path: &Path, store_root: &Path) -> PathBuf {
+    match path.strip_prefix("/nix/store") {
+        Ok(rest) => store_root.join("nix/store").join(rest),
+        Err(_) => path.to_owned(),
+    }
+}
+
+/// Modification time of every tar entry: `SOURCE_DATE_EPOCH`, or 1980-01-01.
+fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.is_empty() => text.trim().parse::<u64>().with_context(|| {
+            format!("SOURCE_DATE_EPOCH must be a non-negative integer of seconds, got {text:?}")
+        }),
+        _ => Ok(DEFAULT_MTIME),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The automatic tag: 32 nix32 characters, like the hash part of the store path nixpkgs
+/// would use, derived from the name and the image ID so that the same content always gets
+/// the same tag and other content another.
+fn auto_tag(name: &str, config_digest: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"buildimage auto tag\0");
+    h.update(name.as_bytes());
+    h.update(b"\0");
+    h.update(config_digest.as_bytes());
+    let folded = buildimage_nixdb::nix32::compress_hash(&h.finalize(), 20);
+    buildimage_nixdb::nix32::encode(&folded)
+}
+
+/// The host's architecture in Go's naming, as nixpkgs' default.
+fn host_architecture() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "mips64" if cfg!(target_endian = "little") => "mips64le",
+        "mips" if cfg!(target_endian = "little") => "mipsle",
+        "loongarch64" => "loong64",
+        other => other,
+    };
+    arch.to_owned()
+}
+
+/// A temporary folder for staging; removed with everything in it (read-only store folders
+/// included) when dropped, on success, error or interruption.
+struct Staging(tempfile::TempDir);
+
+impl Staging {
+    fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("buildimage-stage.")
+            .tempdir()
+            .context("Cannot create a staging folder")?;
+        Ok(Staging(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = stage::remove_tree(self.0.path()) {
+            eprintln!("warning: cannot remove the staging folder: {e}");
+        }
+    }
+}
