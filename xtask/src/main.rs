@@ -1,2 +1,190 @@
-//! xtask
-fn main() {}
+//! Project automation for the buildimage workspace, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask ci` installs the tools the end-to-end tests drive (via `apt-get`, only
+//!   what is missing), then runs the format check, clippy, all tests against a private
+//!   `dockerd`, and the documentation build. `.ci/run` calls it.
+//! - `cargo xtask dockerd -- CMD ARGS...` starts the same private `dockerd`, runs `CMD`
+//!   with `BUILDIMAGE_TEST_DOCKER_HOST` pointing at it, and stops it again, so a developer
+//!   can run single end-to-end tests:
+//!   `cargo xtask dockerd -- cargo test -p buildimage-cli docker`.
+//!
+//! Every child runs under [`process::run`], which makes sure `SIGINT`, `SIGTERM` and
+//! `SIGHUP` reach it; the private daemon is stopped, unmounted and deleted on every way out,
+//! including those signals.
+
+mod apt;
+mod dockerd;
+mod process;
+
+use std::env;
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::dockerd::PrivateDockerd;
+use crate::process::{Group, Interrupted};
+
+/// The environment variable through which tests find the private daemon.
+const DOCKER_HOST_VAR: &str = "BUILDIMAGE_TEST_DOCKER_HOST";
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                          install missing test tools (apt-get), then run fmt --check,
+                              clippy -D warnings, all tests with a private dockerd, and docs
+  dockerd [--] CMD [ARGS...]  start a private dockerd, run CMD with
+                              BUILDIMAGE_TEST_DOCKER_HOST set to its socket, then stop it;
+                              e.g. cargo xtask dockerd -- cargo test -p buildimage-cli docker
+  help                        show this text
+";
+
+fn main() -> ExitCode {
+    if let Err(err) = process::install_signal_watcher() {
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let args: Vec<OsString> = env::args_os().skip(1).collect();
+    let command = args.first().and_then(|a| a.to_str());
+    let rest = args.get(1..).unwrap_or_default();
+    let result = match command {
+        Some("ci") if rest.is_empty() => ci(),
+        Some("dockerd") => with_dockerd(rest),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+            eprintln!("error: unknown command: {}\n\n{USAGE}", shown.join(" "));
+            Ok(ExitCode::from(2))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            match err.downcast_ref::<Interrupted>() {
+                Some(interrupted) => interrupted.exit_code(),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// `cargo xtask ci`: every check CI runs, failing fast, with timing.
+fn ci() -> Result<ExitCode> {
+    let start = Instant::now();
+    let result = ci_steps();
+    let secs = start.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => eprintln!("==> ci passed in {secs:.1} s"),
+        Err(_) => eprintln!("==> ci FAILED after {secs:.1} s"),
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn ci_steps() -> Result<()> {
+    let root = workspace_root();
+
+    header("install missing test tools (apt-get)");
+    apt::ensure_installed(apt::PACKAGES)?;
+
+    header("cargo fmt --all -- --check");
+    cargo_step(root, &["fmt", "--all", "--", "--check"], None)?;
+
+    header("cargo clippy --workspace --all-targets --locked -- -D warnings");
+    cargo_step(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        None,
+    )?;
+
+    header("start private dockerd");
+    let mut daemon = PrivateDockerd::start()?;
+
+    header(&format!(
+        "cargo test --workspace --locked   ({DOCKER_HOST_VAR}={})",
+        daemon.host()
+    ));
+    let tests = cargo_step(root, &["test", "--workspace", "--locked"], Some(&daemon));
+
+    // The documentation build does not need the daemon: stop it as soon as the tests end,
+    // whatever their outcome. (Drop would also stop it, but could not report errors.)
+    header("stop private dockerd");
+    let stopped = daemon.stop();
+    tests?;
+    stopped?;
+
+    header("RUSTDOCFLAGS=\"-D warnings\" cargo doc --workspace --no-deps --locked");
+    let mut doc = cargo(root, &["doc", "--workspace", "--no-deps", "--locked"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    process::run_checked(&mut doc, Group::Own)
+}
+
+/// `cargo xtask dockerd [--] CMD ARGS...`: run one command next to a private daemon.
+fn with_dockerd(args: &[OsString]) -> Result<ExitCode> {
+    let args = match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    };
+    let Some((program, program_args)) = args.split_first() else {
+        bail!("missing command\n\n{USAGE}");
+    };
+    header("start private dockerd");
+    let mut daemon = PrivateDockerd::start()?;
+    let mut cmd = Command::new(program);
+    cmd.args(program_args).env(DOCKER_HOST_VAR, daemon.host());
+    eprintln!(
+        "==> {} ({DOCKER_HOST_VAR}={})",
+        process::display(&cmd),
+        daemon.host()
+    );
+    // The command stays in the terminal's process group so that it can be interactive
+    // and receives Ctrl-C from the terminal itself.
+    let status = process::run(&mut cmd, Group::Shared);
+    header("stop private dockerd");
+    let stopped = daemon.stop();
+    let status = status?;
+    stopped?;
+    Ok(process::exit_code(status))
+}
+
+/// Runs `cargo ARGS` in the workspace root, with the private daemon's socket if given.
+fn cargo_step(root: &Path, args: &[&str], daemon: Option<&PrivateDockerd>) -> Result<()> {
+    let mut cmd = cargo(root, args);
+    if let Some(daemon) = daemon {
+        cmd.env(DOCKER_HOST_VAR, daemon.host());
+    }
+    process::run_checked(&mut cmd, Group::Own)
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Command {
+    // `cargo run` tells us which cargo it is; use the same one (and toolchain).
+    let program = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(root);
+    cmd
+}
+
+fn header(title: &str) {
+    eprintln!("==> {title}");
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+}
