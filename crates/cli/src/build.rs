@@ -1,5 +1,6 @@
 //! `buildimage build`: parse, plan, stage when a script needs it, stream, commit.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,10 @@ use sha2::{Digest, Sha256};
 use buildimage_archive::{Compressed, Compressor, ImageSpec, Tag, merge_config, write_image};
 use buildimage_layer::{CopyOptions, DEFAULT_MTIME, Owner, Tree, Warnings, stage};
 
+use buildimage_nixdb::StorePath;
+
 use crate::BuildArgs;
+use crate::closure;
 use crate::output::Output;
 use crate::signals::Signals;
 use crate::spec::{self, Created, Spec};
@@ -48,12 +52,27 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     }
     tree.make_root_writable();
 
+    let closure_info = args
+        .closure_info
+        .as_deref()
+        .or(spec.closure_info.as_deref());
+    let store = closure::open_store(&args.store, closure_info)?;
+    // The database files must live until the layer is written, since entries point to them.
+    let _database = if spec.include_nix_db {
+        let scratch = Scratch::new("buildimage-nixdb.")?;
+        add_database(&mut tree, &spec, store.as_ref(), scratch.path(), mtime)?;
+        Some(scratch)
+    } else {
+        None
+    };
+    signals.check()?;
+
     // extraCommands needs real files to run in: stage the tree, run, plan again from it.
     // The staging folder must live until the layer is written, since entries point into it.
     let _staging = if spec.extra_commands.is_empty() {
         None
     } else {
-        let staging = Staging::new()?;
+        let staging = Scratch::new("buildimage-stage.")?;
         stage::materialize(&tree, staging.path())
             .context("Staging the layer for `extraCommands` failed")?;
         signals.check()?;
@@ -72,7 +91,22 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     }
     signals.check()?;
 
-    let entries = tree.entries(&Owner::numeric(spec.uid.into(), spec.gid.into()), mtime);
+    let config = merge_config(spec.config.as_ref(), &[]);
+    let mut entries = tree.entries(&Owner::numeric(spec.uid.into(), spec.gid.into()), mtime);
+    // The layer's runtime closure: every store path its files or its config name, and
+    // everything those reference.
+    let mut store_paths = Vec::new();
+    if let Some(store) = &store {
+        let config_json = serde_json::to_vec(&config)?;
+        let roots = closure::find_roots(store, &tree, &[&config_json])
+            .context("Scanning the layer for store paths failed")?;
+        let closure = store
+            .closure(&roots)
+            .context("Computing the closure of the layer failed")?;
+        entries.extend(closure::closure_entries(store, &closure, &tree, mtime)?);
+        store_paths = closure.paths().map(|p| p.as_str().to_owned()).collect();
+    }
+    signals.check()?;
     let created = match &spec.created {
         Created::Fixed(text) => text.clone(),
         Created::Now => spec::now_rfc3339(unix_now()),
@@ -81,7 +115,7 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     let image = ImageSpec {
         name: name.clone(),
         tag: spec.tag.clone().map_or(Tag::Auto(&auto_tag), Tag::Fixed),
-        config: merge_config(spec.config.as_ref(), &[]),
+        config,
         architecture: spec.architecture.clone().unwrap_or_else(host_architecture),
         created,
         mtime,
@@ -127,6 +161,8 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
                 "checksum": summary.layer.tarsum,
             },
             "configDigest": format!("sha256:{}", summary.config_digest),
+            "compressor": spec.compressor.as_str(),
+            "storePaths": store_paths,
             "buildArgs": spec.build_args,
         });
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -158,16 +194,49 @@ fn refuse_unsupported(spec: &Spec) -> Result<()> {
     if spec.run_as_root.is_some() {
         bail!("Key `runAsRoot`: running scripts as root is not supported yet");
     }
-    if spec.include_nix_db {
-        bail!("Key `includeNixDB`: writing a Nix database is not supported yet");
-    }
     if spec.inherit_config {
         bail!("Key `inheritConfig` needs `fromImage`, which is not supported yet");
     }
-    if spec.closure_info.is_some() {
-        bail!("Key `closureInfo`: store closures are not supported yet");
-    }
     Ok(())
+}
+
+/// `includeNixDB`: a database of the closure of `copyToRoot` in the layer, with GC roots
+/// for the items that are store paths. Items that are plain folders contribute the store
+/// paths their contents name.
+fn add_database(
+    tree: &mut Tree,
+    spec: &Spec,
+    store: Option<&buildimage_nixdb::Store>,
+    dir: &Path,
+    mtime: u64,
+) -> Result<()> {
+    let gcroots: Vec<StorePath> = spec
+        .copy_to_root
+        .iter()
+        .filter_map(|item| {
+            item.to_str()
+                .and_then(|s| StorePath::new(s.trim_end_matches('/')).ok())
+        })
+        .collect();
+    let closure = match store {
+        Some(store) => {
+            let mut roots: BTreeSet<StorePath> = spec
+                .copy_to_root
+                .iter()
+                .filter_map(|item| item.to_str().and_then(StorePath::prefix_of))
+                .collect();
+            roots.extend(
+                closure::find_roots(store, tree, &[])
+                    .context("Scanning copyToRoot for store paths failed")?,
+            );
+            let roots: Vec<StorePath> = roots.into_iter().collect();
+            store
+                .closure_with_nar_info(&roots)
+                .context("Key `includeNixDB`: computing the closure of copyToRoot failed")?
+        }
+        None => buildimage_nixdb::Closure::default(),
+    };
+    closure::add_nix_db(tree, &closure, &gcroots, dir, mtime)
 }
 
 /// Where a spec path is read from: store paths from the `--store` folder, others as they are.
@@ -223,17 +292,17 @@ fn host_architecture() -> String {
     arch.to_owned()
 }
 
-/// A temporary folder for staging; removed with everything in it (read-only store folders
-/// included) when dropped, on success, error or interruption.
-struct Staging(tempfile::TempDir);
+/// A temporary folder (staging, the database being written); removed with everything in
+/// it, read-only store folders included, when dropped: on success, error or interruption.
+struct Scratch(tempfile::TempDir);
 
-impl Staging {
-    fn new() -> Result<Self> {
+impl Scratch {
+    fn new(prefix: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
-            .prefix("buildimage-stage.")
+            .prefix(prefix)
             .tempdir()
-            .context("Cannot create a staging folder")?;
-        Ok(Staging(dir))
+            .context("Cannot create a temporary folder")?;
+        Ok(Scratch(dir))
     }
 
     fn path(&self) -> &Path {
@@ -241,10 +310,10 @@ impl Staging {
     }
 }
 
-impl Drop for Staging {
+impl Drop for Scratch {
     fn drop(&mut self) {
         if let Err(e) = stage::remove_tree(self.0.path()) {
-            eprintln!("warning: cannot remove the staging folder: {e}");
+            eprintln!("warning: cannot remove a temporary folder: {e}");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! without Nix, without a virtual machine.
 
 mod build;
+mod closure;
 mod output;
 mod script;
 mod signals;
@@ -39,6 +40,11 @@ pub struct BuildArgs {
     /// The folder that holds the Nix store to read store paths from, as `nix --store`.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub store: PathBuf,
+    /// A closure listing for the store paths: a `closureInfo` output folder (with
+    /// `registration` and `store-paths`), or a `registration` or exportReferencesGraph
+    /// file. Same as the spec key `closureInfo`, which it replaces.
+    #[arg(long, value_name = "PATH")]
+    pub closure_info: Option<PathBuf>,
     /// Print the passthru information (imageName, imageTag, layer, …) as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -49,7 +49,7 @@ mod writer;
 pub use entry::{Entry, EntryKind, Owner};
 pub use error::{Error, Result};
 pub use header::{BLOCK, RECORD, archive_size, encode as encode_header, pad_to_block};
-pub use tree::{CopyOptions, Dir, Node, Tree, Warnings, resolve_host};
+pub use tree::{CopyOptions, Dir, Node, Tree, Warnings, listing_entries, resolve_host};
 pub use writer::{LayerDigest, LayerWriter, hex};
 
 /// Modification time of every entry when `SOURCE_DATE_EPOCH` is not set: 1980-01-01, the

@@ -219,6 +219,85 @@ impl Tree {
         walk(&self.root, &mut Vec::new(), &mut f);
     }
 
+    /// Puts `node` at `path` (components without `./`), replacing what was there and
+    /// creating missing parent directories with mode `dir_mode`. A parent that exists but
+    /// is not a directory is replaced by one.
+    pub fn insert(&mut self, path: &[u8], node: Node, dir_mode: u32) {
+        let parts: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let Some((last, parents)) = parts.split_last() else {
+            return;
+        };
+        let mut dir = &mut self.root;
+        for part in parents {
+            let child = dir
+                .children
+                .entry(part.to_vec())
+                .and_modify(|n| {
+                    if !matches!(n, Node::Dir(_)) {
+                        *n = Node::Dir(Dir {
+                            mode: dir_mode,
+                            children: BTreeMap::new(),
+                        });
+                    }
+                })
+                .or_insert_with(|| {
+                    Node::Dir(Dir {
+                        mode: dir_mode,
+                        children: BTreeMap::new(),
+                    })
+                });
+            let Node::Dir(d) = child else {
+                unreachable!("made a directory just above")
+            };
+            dir = d;
+        }
+        dir.children.insert(last.to_vec(), node);
+    }
+
+    /// Visits every symlink of the tree with its layer path (without `./`) and raw target.
+    pub fn for_each_symlink(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        fn walk(dir: &Dir, prefix: &mut Vec<u8>, f: &mut dyn FnMut(&[u8], &[u8])) {
+            for (name, node) in &dir.children {
+                let len = prefix.len();
+                if len > 0 {
+                    prefix.push(b'/');
+                }
+                prefix.extend_from_slice(name);
+                match node {
+                    Node::Dir(d) => walk(d, prefix, f),
+                    Node::Symlink { target, .. } => f(prefix, target),
+                    _ => {}
+                }
+                prefix.truncate(len);
+            }
+        }
+        walk(&self.root, &mut Vec::new(), &mut f);
+    }
+
+    /// Every path of the tree (without `./`, no trailing `/`), in tree order.
+    pub fn paths(&self) -> Vec<Vec<u8>> {
+        fn walk(dir: &Dir, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
+            for (name, node) in &dir.children {
+                let len = prefix.len();
+                if len > 0 {
+                    prefix.push(b'/');
+                }
+                prefix.extend_from_slice(name);
+                out.push(prefix.clone());
+                if let Node::Dir(d) = node {
+                    walk(d, prefix, out);
+                }
+                prefix.truncate(len);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut Vec::new(), &mut out);
+        out
+    }
+
     /// Looks a path (components without `./`) up in the tree, without following symlinks.
     pub fn get(&self, path: &[u8]) -> Option<&Node> {
         let mut dir = &self.root;
@@ -542,4 +621,65 @@ fn push_components(pending: &mut Vec<PathBuf>, path: &Path) {
 /// Sets permission bits on a host path (used by staging).
 pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
+}
+
+/// Lists the object at `source` and, for a directory, everything below it (symlinks never
+/// followed), as entries named `name`, `name/child`, … (directories with a trailing `/`),
+/// sorted by the byte order of their full paths, as buildImage appends a store closure:
+/// `-` (0x2D) sorts before `/` (0x2F), so this is not tree order. Sockets are skipped.
+pub fn listing_entries(
+    source: &Path,
+    name: &[u8],
+    owner: &Owner,
+    mtime: u64,
+    out: &mut Vec<(Vec<u8>, Entry)>,
+) -> Result<()> {
+    let md = fs::symlink_metadata(source).map_err(|e| Error::io(source, e))?;
+    let ft = md.file_type();
+    let mode = md.mode() & 0o7777;
+    let kind = if ft.is_dir() {
+        EntryKind::Directory
+    } else if ft.is_symlink() {
+        let target = fs::read_link(source).map_err(|e| Error::io(source, e))?;
+        EntryKind::Symlink(target.as_os_str().as_bytes().to_vec())
+    } else if ft.is_file() {
+        EntryKind::File {
+            source: source.to_owned(),
+            size: md.len(),
+        }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let (major, minor) = split_dev(md.rdev());
+        if ft.is_char_device() {
+            EntryKind::CharDevice { major, minor }
+        } else {
+            EntryKind::BlockDevice { major, minor }
+        }
+    } else {
+        return Ok(());
+    };
+    let mut member = name.to_vec();
+    if kind == EntryKind::Directory {
+        member.push(b'/');
+    }
+    out.push((
+        name.to_vec(),
+        Entry {
+            name: member,
+            kind: kind.clone(),
+            mode,
+            owner: owner.clone(),
+            mtime,
+        },
+    ));
+    if kind == EntryKind::Directory {
+        for (child, path) in sorted_children(source)? {
+            let mut child_name = name.to_vec();
+            child_name.push(b'/');
+            child_name.extend_from_slice(&child);
+            listing_entries(&path, &child_name, owner, mtime, out)?;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,198 @@
+//! The Nix side of a build: which store paths the layer needs, the entries that carry them,
+//! and the database that `includeNixDB` puts into the image.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+
+use buildimage_layer::{Entry, EntryKind, Node, Owner, Tree, listing_entries};
+use buildimage_nixdb::{Closure, Store, StorePath, write_db};
+
+/// Mode of the `/nix` and `/nix/store` entries added in front of a closure: every user can
+/// traverse them, as in nixpkgs.
+const NIX_DIR_MODE: u32 = 0o555;
+
+/// Opens the store at `store_root` with the closure listing of the spec, if any. `None`
+/// when there is no store there at all (then nothing can be referenced).
+pub fn open_store(store_root: &Path, closure_info: Option<&Path>) -> Result<Option<Store>> {
+    let store_dir = store_root.join("nix/store");
+    if !store_dir.is_dir() {
+        if let Some(info) = closure_info {
+            bail!(
+                "Key `closureInfo` ({}) needs a Nix store, but {} is not a folder (see --store)",
+                info.display(),
+                store_dir.display()
+            );
+        }
+        return Ok(None);
+    }
+    let mut store = Store::open(store_root)
+        .with_context(|| format!("Cannot open the Nix store at {}", store_root.display()))?;
+    if let Some(info) = closure_info {
+        let context = || format!("Key `closureInfo`: cannot read {}", info.display());
+        if info.is_dir() {
+            store = store
+                .with_registration(&info.join("registration"))
+                .with_context(context)?;
+            let paths = info.join("store-paths");
+            if paths.exists() {
+                store = store.with_store_paths(&paths).with_context(context)?;
+            }
+        } else {
+            store = store.with_registration(info).with_context(context)?;
+        }
+    }
+    Ok(Some(store))
+}
+
+/// The store paths that the tree's file contents, symlink targets and names, and `extra`
+/// (the image config) name: the roots of the layer's runtime closure.
+pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<StorePath>> {
+    let scanner = store.scanner().context("Cannot list the Nix store")?;
+    if scanner.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    tree.for_each_file(|_, source| files.push(source.to_owned()));
+    let found: Vec<BTreeSet<String>> = files
+        .par_iter()
+        .map(|file| scan_file(scanner, file))
+        .collect::<Result<_>>()?;
+    let mut hashes: BTreeSet<String> = found.into_iter().flatten().collect();
+    tree.for_each_symlink(|_, target| hashes.extend(scanner.scan_bytes(target)));
+    for path in tree.paths() {
+        hashes.extend(scanner.scan_bytes(&path));
+    }
+    for data in extra {
+        hashes.extend(scanner.scan_bytes(data));
+    }
+    Ok(store.paths_with_hash_parts(&hashes)?)
+}
+
+fn scan_file(scanner: &buildimage_nixdb::Scanner, file: &Path) -> Result<BTreeSet<String>> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(file).with_context(|| format!("Cannot read {}", file.display()))?;
+    let mut scan = scanner.scan();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("Cannot read {}", file.display()))?;
+        if n == 0 {
+            break;
+        }
+        scan.feed(&buf[..n]);
+    }
+    Ok(scan.finish())
+}
+
+/// The entries appended after the layer's own for `closure`: `./nix/` and `./nix/store/`
+/// (mode 0555) when the layer has no `nix/store` of its own, then every file of every path,
+/// owned by root, sorted by the byte order of the full path, leaving out paths the layer
+/// already has.
+pub fn closure_entries(
+    store: &Store,
+    closure: &Closure,
+    layer: &Tree,
+    mtime: u64,
+) -> Result<Vec<Entry>> {
+    let root = Owner::root();
+    let mut listed: Vec<(Vec<u8>, Entry)> = Vec::new();
+    for info in closure {
+        let name = format!("nix/store/{}", info.path.base_name());
+        listing_entries(
+            &store.host_path(&info.path),
+            name.as_bytes(),
+            &root,
+            mtime,
+            &mut listed,
+        )
+        .with_context(|| format!("Cannot read store path {}", info.path.as_str()))?;
+    }
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(listed.len() + 2);
+    if !closure.is_empty() && layer.get(b"nix/store").is_none() {
+        for name in ["./nix/", "./nix/store/"] {
+            out.push(Entry {
+                name: name.as_bytes().to_vec(),
+                kind: EntryKind::Directory,
+                mode: NIX_DIR_MODE,
+                owner: root.clone(),
+                mtime,
+            });
+        }
+    }
+    out.extend(
+        listed
+            .into_iter()
+            .filter(|(path, _)| layer.get(path).is_none())
+            .map(|(_, entry)| entry),
+    );
+    Ok(out)
+}
+
+/// Writes the Nix database of `closure` into `dir` (a scratch folder that must outlive the
+/// layer) and puts it into the layer tree: `nix/var/nix/db/{db.sqlite,schema}`, an empty
+/// `nix/store`, and `nix/var/nix/gcroots/docker/<name>` links to the `gcroots`.
+pub fn add_nix_db(
+    tree: &mut Tree,
+    closure: &Closure,
+    gcroots: &[StorePath],
+    dir: &Path,
+    registration_time: u64,
+) -> Result<()> {
+    let time = i64::try_from(registration_time).context("SOURCE_DATE_EPOCH is too large")?;
+    write_db(dir, closure.as_slice(), time).context("Cannot write the Nix database")?;
+    for (name, file) in [("db.sqlite", "db.sqlite"), ("schema", "schema")] {
+        let source = dir.join(file);
+        let size = std::fs::metadata(&source)
+            .with_context(|| format!("Cannot read {}", source.display()))?
+            .len();
+        tree.insert(
+            format!("nix/var/nix/db/{name}").as_bytes(),
+            Node::File {
+                source,
+                size,
+                mode: 0o644,
+            },
+            0o755,
+        );
+    }
+    if tree.get(b"nix/store").is_none() {
+        tree.insert(
+            b"nix/store",
+            Node::Dir(buildimage_layer::Dir {
+                mode: 0o755,
+                children: std::collections::BTreeMap::new(),
+            }),
+            0o755,
+        );
+    }
+    if gcroots.is_empty() {
+        // The folder exists in every nixpkgs image with a database.
+        if tree.get(b"nix/var/nix/gcroots/docker").is_none() {
+            tree.insert(
+                b"nix/var/nix/gcroots/docker",
+                Node::Dir(buildimage_layer::Dir {
+                    mode: 0o755,
+                    children: std::collections::BTreeMap::new(),
+                }),
+                0o755,
+            );
+        }
+    }
+    for root in gcroots {
+        tree.insert(
+            format!("nix/var/nix/gcroots/docker/{}", root.base_name()).as_bytes(),
+            Node::Symlink {
+                target: root.as_str().as_bytes().to_vec(),
+                mode: 0o777,
+            },
+            0o755,
+        );
+    }
+    Ok(())
+}
