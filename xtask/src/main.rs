@@ -8,6 +8,9 @@
 //!   can run single end-to-end tests:
 //!   `cargo xtask dockerd -- cargo test -p buildimage-cli docker`.
 //!
+//! - `cargo xtask example` builds the example image `examples/busybox` with the release
+//!   binary, then loads it into a private `dockerd` and runs it: the main job, end to end.
+//!
 //! Every child runs under [`process::run`], which makes sure `SIGINT`, `SIGTERM` and
 //! `SIGHUP` reach it; the private daemon is stopped, unmounted and deleted on every way out,
 //! including those signals.
@@ -39,6 +42,8 @@ commands:
   dockerd [--] CMD [ARGS...]  start a private dockerd, run CMD with
                               BUILDIMAGE_TEST_DOCKER_HOST set to its socket, then stop it;
                               e.g. cargo xtask dockerd -- cargo test -p buildimage-cli docker
+  example                     build examples/busybox/spec.json with the release binary
+                              into target/example/, load it into a private dockerd, run it
   help                        show this text
 ";
 
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
     let result = match command {
         Some("ci") if rest.is_empty() => ci(),
         Some("dockerd") => with_dockerd(rest),
+        Some("example") if rest.is_empty() => example(),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -159,6 +165,72 @@ fn with_dockerd(args: &[OsString]) -> Result<ExitCode> {
     let status = status?;
     stopped?;
     Ok(process::exit_code(status))
+}
+
+/// `cargo xtask example`: build the example image and show that Docker runs it.
+fn example() -> Result<ExitCode> {
+    let root = workspace_root();
+    header("install what the example needs (apt-get)");
+    apt::ensure_installed(&["busybox-static", "docker.io", "ca-certificates"])?;
+
+    header("cargo build --release -p buildimage-cli");
+    cargo_step(
+        root,
+        &["build", "--release", "--locked", "-p", "buildimage-cli"],
+        None,
+    )?;
+
+    let out_dir = root.join("target/example");
+    std::fs::create_dir_all(&out_dir)?;
+    let image = out_dir.join("docker-image-busybox.tar.gz");
+    header("buildimage build examples/busybox/spec.json");
+    let mut build = Command::new(root.join("target/release/buildimage"));
+    build
+        .arg("build")
+        .arg(root.join("examples/busybox/spec.json"))
+        .arg("-o")
+        .arg(&image)
+        .arg("--json");
+    let output = process::output_with_timeout(&mut build, std::time::Duration::from_secs(300))?;
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        bail!(
+            "buildimage build failed ({})",
+            process::describe(output.status)
+        );
+    }
+    let info: String = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{info}");
+
+    header("start private dockerd");
+    let mut daemon = PrivateDockerd::start()?;
+    let host = daemon.host();
+    let docker = |args: &[&str]| -> Result<()> {
+        let mut cmd = Command::new("/usr/bin/docker");
+        cmd.arg("-H").arg(&host).args(args);
+        eprintln!("==> docker {}", args.join(" "));
+        process::run_checked(&mut cmd, Group::Own)
+    };
+    let image_arg = image.to_string_lossy().into_owned();
+    let name = "buildimage-example/busybox:latest";
+    let shown = docker(&["load", "-i", &image_arg])
+        .and_then(|()| docker(&["run", "--rm", "--pull", "never", "--network", "none", name]))
+        .and_then(|()| {
+            docker(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Cmd}} {{.Created}} {{.Architecture}}",
+                name,
+            ])
+        })
+        .and_then(|()| docker(&["rmi", name]));
+    header("stop private dockerd");
+    let stopped = daemon.stop();
+    shown?;
+    stopped?;
+    eprintln!("==> the image is at {}", image.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `cargo ARGS` in the workspace root, with the private daemon's socket if given.

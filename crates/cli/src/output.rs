@@ -80,7 +80,7 @@ impl Output {
             Output::File { file, dest, mode } => {
                 let temp = file
                     .into_inner()
-                    .map_err(|e| e.into_error())
+                    .map_err(io::IntoInnerError::into_error)
                     .with_context(|| format!("Writing {} failed", dest.display()))?;
                 temp.as_file()
                     .sync_all()

@@ -39,7 +39,7 @@ impl Signals {
         let stop = Arc::new(AtomicBool::new(false));
         let which = Arc::new(AtomicUsize::new(0));
         for sig in [SIGINT, SIGTERM] {
-            signal_hook::flag::register_usize(sig, which.clone(), sig as usize)?;
+            signal_hook::flag::register_usize(sig, which.clone(), sig.unsigned_abs() as usize)?;
             signal_hook::flag::register(sig, stop.clone())?;
         }
         Ok(Signals { stop, which })
@@ -53,7 +53,9 @@ impl Signals {
     /// The signal that arrived, if any.
     pub fn received(&self) -> Option<Signal> {
         if self.stop.load(Ordering::SeqCst) {
-            Some(Signal(self.which.load(Ordering::SeqCst) as i32))
+            Some(Signal(
+                i32::try_from(self.which.load(Ordering::SeqCst)).unwrap_or(SIGTERM),
+            ))
         } else {
             None
         }

@@ -4,3 +4,7 @@
 mod support;
 
 mod harness;
+
+mod build;
+
+mod docker;
