@@ -191,7 +191,7 @@ fn example() -> Result<ExitCode> {
         .arg("-o")
         .arg(&image)
         .arg("--json");
-    let output = process::output_with_timeout(&mut build, std::time::Duration::from_secs(300))?;
+    let output = process::output_with_timeout(&mut build, std::time::Duration::from_mins(5))?;
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
         bail!(
