@@ -21,6 +21,9 @@ use crate::spec::{self, Created, Spec};
 
 /// Builds the image that `args` describe.
 pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
+    if args.json && args.out.as_deref() == Some(Path::new("-")) {
+        bail!("--json prints to standard output, which -o - already uses for the image");
+    }
     let (text, base_dir) = read_spec(&args.spec)?;
     let parsed = spec::parse(&text, &base_dir)?;
     for warning in &parsed.warnings {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing a file system object failed.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The object that could not be read or written.
         path: PathBuf,

@@ -199,7 +199,8 @@ fn read_some(file: &mut std::fs::File, buf: &mut [u8], path: &std::path::Path) -
 }
 
 /// The header part of an entry's tarsum v1: `key` + `value` for name, mode, uid, gid, size,
-/// typeflag, linkname, uname, gname, devmajor and devminor (no mtime), as moby hashes them.
+/// typeflag, linkname, uname, gname, devmajor and devminor (no mtime; uname and gname with
+/// empty values), as moby hashes them.
 fn tarsum_header(entry: &Entry) -> Sha256 {
     let (major, minor) = match entry.kind {
         EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
@@ -227,10 +228,9 @@ fn tarsum_header(entry: &Entry) -> Sha256 {
     );
     h.update(b"linkname");
     h.update(link);
-    h.update(b"uname");
-    h.update(entry.owner.uname.as_bytes());
-    h.update(b"gname");
-    h.update(entry.owner.gname.as_bytes());
+    // moby hashes `uname` and `gname` with empty values, "to be compatible with versions
+    // before go 1.10"; nixpkgs' tarsum tool is built from that code.
+    h.update(b"unamegname");
     h.update(format!("devmajor{major}devminor{minor}").as_bytes());
     h
 }

@@ -1,0 +1,324 @@
+//! Where the image goes (`-o`, the default name, standard output) and what `--json`
+//! reports (cli-contract.md).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{
+    Image, Scratch, buildimage, buildimage_with_umask, mkdir, names, run_err, run_ok, sha256_hex,
+    stderr, write,
+};
+
+/// A spec using the deprecated `contents`, so that the build prints a warning.
+fn warning_spec(scratch: &Scratch, compressor: &str) -> std::path::PathBuf {
+    let root = scratch.join("root");
+    mkdir(&root, 0o755);
+    write(&root.join("f"), b"f", 0o644);
+    scratch.spec(&json!({
+        "name": "stream", "tag": "t", "contents": "root", "compressor": compressor,
+    }))
+}
+
+#[test]
+fn output_to_stdout_is_the_archive_and_nothing_else() {
+    for compressor in ["none", "gz", "zstd"] {
+        let scratch = Scratch::new();
+        let spec_path = warning_spec(&scratch, compressor);
+        let file = scratch.join("image");
+        run_ok(
+            buildimage(scratch.path())
+                .arg("build")
+                .arg(&spec_path)
+                .arg("-o")
+                .arg(&file),
+        );
+        let output = run_ok(
+            buildimage(scratch.path())
+                .arg("build")
+                .arg(&spec_path)
+                .arg("-o")
+                .arg("-"),
+        );
+        let stderr = stderr(&output);
+        assert!(
+            stderr
+                .contains("warning: in docker image stream: The contents parameter is deprecated"),
+            "{stderr}"
+        );
+        assert!(
+            output.stdout == fs::read(&file).expect("read the image file"),
+            "{compressor}: standard output is exactly the image that -o FILE writes"
+        );
+        assert_eq!(Image::from_bytes(&output.stdout).layer_file("./f"), b"f");
+        assert_eq!(names(scratch.path()), ["image", "root", "spec.json"]);
+    }
+}
+
+#[test]
+fn json_prints_one_object_describing_the_image() {
+    let scratch = Scratch::new();
+    let root = scratch.join("root");
+    mkdir(&root, 0o755);
+    write(&root.join("f"), b"f", 0o644);
+    // Keys deliberately out of order, at both levels.
+    let spec_text = r#"{
+  "tag": "T1",
+  "name": "Json/Report",
+  "config": { "WorkingDir": "/w", "Cmd": ["x"] },
+  "compressor": "none",
+  "copyToRoot": "root",
+  "meta": { "z": 1, "a": 2 }
+}"#;
+    let spec_path = scratch.spec_text(spec_text);
+    let output = run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg("image.tar")
+            .arg("--json"),
+    );
+    let values: Vec<Value> = serde_json::Deserializer::from_slice(&output.stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|err| {
+            panic!(
+                "stdout is not JSON ({err}):\n{}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+    assert_eq!(values.len(), 1, "exactly one JSON value on stdout");
+    let info = &values[0];
+    assert!(info.is_object());
+
+    let out = scratch.join("image.tar");
+    let image = Image::open(&out);
+    assert_eq!(info["imageName"], "json/report");
+    assert_eq!(info["imageTag"], "T1");
+    let out_path = Path::new(info["outPath"].as_str().expect("outPath is a string"));
+    assert!(out_path.is_absolute(), "{}", out_path.display());
+    assert_eq!(
+        out_path.canonicalize().expect("outPath exists"),
+        out.canonicalize().expect("the image exists")
+    );
+    let layer_tar = image.layer_tar();
+    assert_eq!(
+        info["layer"]["diffId"],
+        format!("sha256:{}", sha256_hex(layer_tar))
+    );
+    assert_eq!(info["layer"]["size"], json!(layer_tar.len()));
+    assert_eq!(
+        info["configDigest"],
+        format!(
+            "sha256:{}",
+            image.config_name().strip_suffix(".json").expect(".json")
+        )
+    );
+    let spec: Value = serde_json::from_str(spec_text).expect("the spec is JSON");
+    assert_eq!(info["buildArgs"], spec);
+    // buildArgs keys are sorted at every level, as Nix writes attribute sets.
+    let text = String::from_utf8_lossy(&output.stdout);
+    let args = &text[text.find("\"buildArgs\"").expect("buildArgs")..];
+    let at = |key: &str| args.find(key).unwrap_or_else(|| panic!("{key} in {args}"));
+    let order = [
+        "\"compressor\"",
+        "\"config\"",
+        "\"Cmd\"",
+        "\"WorkingDir\"",
+        "\"copyToRoot\"",
+        "\"meta\"",
+        "\"a\"",
+        "\"z\"",
+        "\"name\"",
+        "\"tag\"",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            at(pair[0]) < at(pair[1]),
+            "{} before {}: {args}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+#[test]
+fn json_with_output_to_stdout_keeps_the_image_stream_clean() {
+    let scratch = Scratch::new();
+    let spec_path = scratch.spec(&json!({ "name": "both", "tag": "t", "compressor": "none" }));
+    let file = scratch.join("image.tar");
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(&file),
+    );
+    let output = buildimage(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg("-")
+        .arg("--json")
+        .output()
+        .expect("start buildimage");
+    if output.status.success() {
+        // Standard output carries the image; the report must go elsewhere.
+        assert!(
+            output.stdout == fs::read(&file).expect("read the image"),
+            "with -o - and --json, stdout holds the image and then {} more bytes:\n{}",
+            output
+                .stdout
+                .len()
+                .saturating_sub(fs::metadata(&file).map_or(0, |m| m.len()) as usize),
+            String::from_utf8_lossy(&output.stdout[output.stdout.len().saturating_sub(400)..])
+        );
+    } else {
+        // Or the combination is refused up front, saying why.
+        assert!(stderr(&output).contains("--json"), "{}", stderr(&output));
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn default_output_names_follow_the_compressor() {
+    for (compressor, file, magic) in [
+        (None, "docker-image-App.tar.gz", &[0x1f_u8, 0x8b][..]),
+        (Some("gz"), "docker-image-App.tar.gz", &[0x1f, 0x8b][..]),
+        (Some("none"), "docker-image-App.tar", &b"./"[..]),
+        (
+            Some("zstd"),
+            "docker-image-App.tar.zst",
+            &[0x28, 0xb5, 0x2f, 0xfd][..],
+        ),
+    ] {
+        let scratch = Scratch::new();
+        let mut spec = json!({ "name": "registry-1.docker.io/Some/App", "tag": "t" });
+        if let Some(compressor) = compressor {
+            spec["compressor"] = json!(compressor);
+        }
+        let spec_path = scratch.spec(&spec);
+        run_ok(buildimage(scratch.path()).arg("build").arg(&spec_path));
+        assert_eq!(
+            names(scratch.path()),
+            [file, "spec.json"],
+            "compressor {compressor:?}"
+        );
+        let bytes = fs::read(scratch.join(file)).expect("read the image");
+        assert!(bytes.starts_with(magic), "{file}");
+        let image = Image::from_bytes(&bytes);
+        assert_eq!(
+            image.manifest()[0]["RepoTags"],
+            json!(["registry-1.docker.io/some/app:t"])
+        );
+    }
+}
+
+#[test]
+fn existing_output_is_replaced_by_a_complete_image() {
+    let scratch = Scratch::new();
+    let spec_path = scratch.spec(&json!({ "name": "replace", "tag": "t", "compressor": "gz" }));
+    let out = scratch.join("image.tar.gz");
+    write(&out, b"an older image", 0o600);
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(&out),
+    );
+    let fresh = scratch.join("fresh.tar.gz");
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(&fresh),
+    );
+    assert!(fs::read(&out).expect("read OUT") == fs::read(&fresh).expect("read the fresh image"));
+    assert_eq!(
+        names(scratch.path()),
+        ["fresh.tar.gz", "image.tar.gz", "spec.json"],
+        "no temporary file left"
+    );
+}
+
+#[test]
+fn existing_output_is_left_unchanged_when_the_build_fails() {
+    let scratch = Scratch::new();
+    let out = scratch.join("image.tar");
+    let old = b"an older image, still wanted".as_slice();
+    for spec in [
+        // Fails while the image is being made, after OUT's temporary file exists.
+        json!({ "name": "keep", "tag": "t", "compressor": "none", "extraCommands": "echo partial > f; exit 1" }),
+        // Fails before any work.
+        json!({ "name": "keep", "tag": "t", "compressor": "bzip2" }),
+    ] {
+        write(&out, old, 0o640);
+        let spec_path = scratch.spec(&spec);
+        let output = run_err(
+            buildimage(scratch.path())
+                .arg("build")
+                .arg(&spec_path)
+                .arg("-o")
+                .arg(&out),
+        );
+        assert!(
+            fs::read(&out).expect("read OUT") == old,
+            "OUT changed: {}",
+            stderr(&output)
+        );
+        let mode = fs::metadata(&out).expect("stat OUT").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o640);
+        assert_eq!(names(scratch.path()), ["image.tar", "spec.json"]);
+    }
+}
+
+#[test]
+fn output_into_a_missing_folder_fails_naming_it() {
+    let scratch = Scratch::new();
+    let spec_path = scratch.spec(&json!({ "name": "nowhere", "tag": "t" }));
+    let out = scratch.join("missing/sub/image.tar.gz");
+    let output = run_err(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(&out),
+    );
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains(&*scratch.join("missing/sub").to_string_lossy()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert_eq!(names(scratch.path()), ["spec.json"]);
+}
+
+#[test]
+fn output_file_mode_follows_the_caller_umask() {
+    for (umask, mode) in [
+        ("022", 0o644),
+        ("027", 0o640),
+        ("077", 0o600),
+        ("002", 0o664),
+    ] {
+        let scratch = Scratch::new();
+        let spec_path = scratch.spec(&json!({ "name": "mode", "tag": "t" }));
+        run_ok(
+            buildimage_with_umask(scratch.path(), umask)
+                .arg("build")
+                .arg(&spec_path)
+                .arg("-o")
+                .arg("image.tar.gz"),
+        );
+        let actual = fs::metadata(scratch.join("image.tar.gz"))
+            .expect("stat the image")
+            .permissions()
+            .mode();
+        assert_eq!(actual & 0o7777, mode, "umask {umask}: {actual:o}");
+    }
+}
