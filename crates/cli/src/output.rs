@@ -1,8 +1,8 @@
-//! Where the image goes: a temporary file beside OUT renamed into place when complete, or
-//! standard output.
+//! Where the image goes: a temporary file beside OUT renamed into place when complete, or a
+//! stream (standard output, a device such as `/dev/null`, a fifo).
 
-use std::fs::Permissions;
-use std::io::{self, BufWriter, Stdout, Write};
+use std::fs::{OpenOptions, Permissions};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -23,24 +23,52 @@ pub enum Output {
         /// Permission bits of the final file.
         mode: u32,
     },
-    /// Standard output.
-    Stdout(BufWriter<Stdout>),
+    /// Standard output, or an existing file that is not a regular file: written as it
+    /// comes, since it cannot be replaced atomically (and must never be replaced).
+    Stream {
+        /// The writer.
+        out: BufWriter<Box<dyn Write>>,
+        /// What it is, for messages.
+        shown: PathBuf,
+    },
 }
 
 impl Output {
     /// Opens the output for `dest`, or standard output for `-`. Fails early, before any
-    /// work, when OUT's folder does not exist or is not writable.
+    /// work, when OUT's folder does not exist or OUT is a folder.
     pub fn open(dest: &Path, mode: u32) -> Result<Self> {
         if dest == Path::new("-") {
-            return Ok(Output::Stdout(BufWriter::with_capacity(
-                BUFFER,
-                io::stdout(),
-            )));
+            return Ok(Output::Stream {
+                out: BufWriter::with_capacity(BUFFER, Box::new(io::stdout())),
+                shown: PathBuf::from("-"),
+            });
         }
-        let name = dest
+        // A symlink is followed: the image replaces the file it points to, not the link.
+        let real = match std::fs::symlink_metadata(dest) {
+            Ok(md) if md.file_type().is_symlink() => {
+                std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_owned())
+            }
+            _ => dest.to_owned(),
+        };
+        if let Ok(md) = std::fs::metadata(&real) {
+            if md.is_dir() {
+                bail!("Output path {} is a folder", dest.display());
+            }
+            if !md.is_file() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&real)
+                    .with_context(|| format!("Cannot open {} for writing", dest.display()))?;
+                return Ok(Output::Stream {
+                    out: BufWriter::with_capacity(BUFFER, Box::new(file)),
+                    shown: dest.to_owned(),
+                });
+            }
+        }
+        let name = real
             .file_name()
             .with_context(|| format!("Output path {} does not name a file", dest.display()))?;
-        let dir = match dest.parent() {
+        let dir = match real.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
@@ -51,9 +79,6 @@ impl Output {
                 dest.display()
             );
         }
-        if dest.is_dir() {
-            bail!("Output path {} is a folder", dest.display());
-        }
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(".tmp")
@@ -61,7 +86,7 @@ impl Output {
             .with_context(|| format!("Cannot create a temporary file in {}", dir.display()))?;
         Ok(Output::File {
             file: BufWriter::with_capacity(BUFFER, temp),
-            dest: dest.to_owned(),
+            dest: real,
             mode,
         })
     }
@@ -70,7 +95,7 @@ impl Output {
     pub fn dest(&self) -> PathBuf {
         match self {
             Output::File { dest, .. } => dest.clone(),
-            Output::Stdout(_) => PathBuf::from("-"),
+            Output::Stream { shown, .. } => shown.clone(),
         }
     }
 
@@ -78,13 +103,12 @@ impl Output {
     pub fn commit(self) -> Result<()> {
         match self {
             Output::File { file, dest, mode } => {
+                let failed = || format!("Writing {} failed", dest.display());
                 let temp = file
                     .into_inner()
                     .map_err(io::IntoInnerError::into_error)
-                    .with_context(|| format!("Writing {} failed", dest.display()))?;
-                temp.as_file()
-                    .sync_all()
-                    .with_context(|| format!("Writing {} failed", dest.display()))?;
+                    .with_context(failed)?;
+                temp.as_file().sync_all().with_context(failed)?;
                 // NamedTempFile creates 0600 files; an image is an ordinary file.
                 fs_err::set_permissions(temp.path(), Permissions::from_mode(mode))?;
                 temp.persist(&dest).map_err(|e| e.error).with_context(|| {
@@ -92,7 +116,9 @@ impl Output {
                 })?;
                 Ok(())
             }
-            Output::Stdout(mut out) => out.flush().context("Writing to standard output failed"),
+            Output::Stream { mut out, shown } => out
+                .flush()
+                .with_context(|| format!("Writing to {} failed", shown.display())),
         }
     }
 }
@@ -101,19 +127,19 @@ impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Output::File { file, .. } => file.write(buf),
-            Output::Stdout(out) => out.write(buf),
+            Output::Stream { out, .. } => out.write(buf),
         }
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Output::File { file, .. } => file.write_all(buf),
-            Output::Stdout(out) => out.write_all(buf),
+            Output::Stream { out, .. } => out.write_all(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Output::File { file, .. } => file.flush(),
-            Output::Stdout(out) => out.flush(),
+            Output::Stream { out, .. } => out.flush(),
         }
     }
 }

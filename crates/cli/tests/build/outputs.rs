@@ -322,3 +322,66 @@ fn output_file_mode_follows_the_caller_umask() {
         assert_eq!(actual & 0o7777, mode, "umask {umask}: {actual:o}");
     }
 }
+
+/// Regression: `-o /dev/null` once replaced the device with a regular file, because the
+/// image was renamed over it. A path that exists and is not a regular file is written to
+/// as a stream and never replaced; a fifo shows it without touching `/dev`.
+#[test]
+fn output_to_a_fifo_streams_into_it_and_keeps_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let scratch = Scratch::new();
+    let spec_path = warning_spec(&scratch, "none");
+    let file = scratch.join("image");
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(&file),
+    );
+    let fifo = scratch.join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(&fifo).expect("read the fifo"))
+    };
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(&fifo),
+    );
+    let streamed = reader.join().expect("reader thread");
+    assert!(streamed == fs::read(&file).expect("read the image"));
+    let kind = fs::symlink_metadata(&fifo)
+        .expect("stat the fifo")
+        .file_type();
+    assert!(kind.is_fifo(), "the fifo was replaced: {kind:?}");
+}
+
+#[test]
+fn output_through_a_symlink_replaces_its_target_and_keeps_the_link() {
+    let scratch = Scratch::new();
+    let spec_path = warning_spec(&scratch, "none");
+    mkdir(&scratch.join("images"), 0o755);
+    write(&scratch.join("images/current.tar"), b"old", 0o644);
+    std::os::unix::fs::symlink("images/current.tar", scratch.join("link.tar"))
+        .expect("make the link");
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(scratch.join("link.tar")),
+    );
+    let link = fs::symlink_metadata(scratch.join("link.tar")).expect("stat the link");
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    let image = fs::read(scratch.join("images/current.tar")).expect("read the target");
+    assert_eq!(Image::from_bytes(&image).layer_file("./f"), b"f");
+    assert_eq!(names(&scratch.join("images")), ["current.tar"]);
+}
