@@ -32,6 +32,94 @@ pub enum Error {
         /// Size actually written.
         written: u64,
     },
+    /// The base image archive or one of its layers could not be read: a broken tar header,
+    /// a broken compressed stream, or an I/O error.
+    #[error("Base image {what}: cannot read")]
+    BaseRead {
+        /// The archive file or the layer's member name.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The base image archive or one of its layers ends too early.
+    #[error("Base image {what}: truncated")]
+    BaseTruncated {
+        /// The archive file or the layer's member name.
+        what: String,
+    },
+    /// The base image exceeds a limit that protects against hostile archives.
+    #[error("Base image {what}: more than {limit} {items}")]
+    BaseLimit {
+        /// The archive file, or the member that holds the list.
+        what: String,
+        /// The limit.
+        limit: u64,
+        /// What was counted (`members`, `layers`).
+        items: &'static str,
+    },
+    /// A member that the archive's JSON names is not in the archive.
+    #[error("Base image has no member {member}")]
+    BaseMissing {
+        /// The member name.
+        member: String,
+    },
+    /// A JSON member of the base image is too large to be read.
+    #[error("Base image {member}: larger than {limit} bytes")]
+    BaseJsonSize {
+        /// The member name.
+        member: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A JSON member of the base image does not parse, or not into the expected form.
+    #[error("Base image {member}: invalid JSON")]
+    BaseJson {
+        /// The member name.
+        member: String,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The base image is malformed in some other way.
+    #[error("Base image {what}: {reason}")]
+    BaseInvalid {
+        /// The archive file, member or layer concerned.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No image of the base archive has the requested tag.
+    #[error(
+        "Base image has no image tagged {wanted}; tags found: {}",
+        if found.is_empty() { "none".to_owned() } else { found.join(", ") }
+    )]
+    BaseNoMatch {
+        /// `name:tag` as requested.
+        wanted: String,
+        /// Every `RepoTags` entry of the archive, in manifest order.
+        found: Vec<String>,
+    },
+    /// A base layer's content does not have the `diff_id` its config lists.
+    #[error(
+        "Base image layer {layer}: diff_id mismatch: config says {expected}, content is {actual}"
+    )]
+    BaseDiffId {
+        /// The layer's member name.
+        layer: String,
+        /// The `diff_id` in the config.
+        expected: String,
+        /// `sha256:<hex>` of the uncompressed layer.
+        actual: String,
+    },
+    /// The base image config does not have the digest its member name states.
+    #[error("Base image config {config}: content is sha256:{actual}")]
+    BaseConfigDigest {
+        /// The config's member name.
+        config: String,
+        /// Hex SHA-256 of the config's bytes.
+        actual: String,
+    },
 }
 
 /// The result type of the archive crate.

@@ -39,6 +39,7 @@ mod config;
 mod error;
 mod json;
 mod outer;
+pub mod read;
 mod write;
 
 pub use compress::{Compressed, Compressor};
@@ -48,4 +49,5 @@ pub use config::{
 pub use error::{Error, Result};
 pub use json::{jq, jshon};
 pub use outer::{Counting, OuterTar};
+pub use read::{BaseFs, BaseImage, BaseLayer, Select};
 pub use write::{ImageSpec, ImageSummary, Tag, write_image};

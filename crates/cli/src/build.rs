@@ -31,6 +31,7 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     }
     let spec = parsed.spec;
     refuse_unsupported(&spec)?;
+    let mut phases = Phases::from_env();
 
     let name = spec.name.to_lowercase();
     spec::validate_reference(&name, spec.tag.as_deref().unwrap_or("latest"))?;
@@ -54,6 +55,7 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
             .with_context(|| format!("Key `copyToRoot`: cannot copy {}", item.display()))?;
     }
     tree.make_root_writable();
+    phases.end("plan copyToRoot");
 
     let closure_info = args
         .closure_info
@@ -95,6 +97,7 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     signals.check()?;
 
     let config = merge_config(spec.config.as_ref(), &[]);
+    phases.end("includeNixDB and extraCommands");
     let mut entries = tree.entries(&Owner::numeric(spec.uid.into(), spec.gid.into()), mtime);
     // The layer's runtime closure: every store path its files or its config name, and
     // everything those reference.
@@ -109,6 +112,7 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
         entries.extend(closure::closure_entries(store, &closure, &tree, mtime)?);
         store_paths = closure.paths().map(|p| p.as_str().to_owned()).collect();
     }
+    phases.end("find the store closure");
     signals.check()?;
     let created = match &spec.created {
         Created::Fixed(text) => text.clone(),
@@ -137,8 +141,10 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     let output = stream
         .finish()
         .with_context(|| format!("Writing {} failed", shown.display()))?;
+    phases.end("write the archive");
     signals.check()?;
     output.commit()?;
+    phases.end("commit");
 
     eprintln!(
         "buildimage: wrote {} ({}:{}, image ID sha256:{})",
@@ -317,6 +323,28 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         if let Err(e) = stage::remove_tree(self.0.path()) {
             eprintln!("warning: cannot remove a temporary folder: {e}");
+        }
+    }
+}
+
+/// Wall time of each step, printed on standard error when `BUILDIMAGE_TIMINGS` is set: how
+/// docs/performance.md breaks a build down.
+struct Phases {
+    last: Option<std::time::Instant>,
+}
+
+impl Phases {
+    fn from_env() -> Self {
+        Phases {
+            last: std::env::var_os("BUILDIMAGE_TIMINGS").map(|_| std::time::Instant::now()),
+        }
+    }
+
+    fn end(&mut self, what: &str) {
+        if let Some(last) = self.last.as_mut() {
+            let now = std::time::Instant::now();
+            eprintln!("timing: {what}: {:.3} s", (now - *last).as_secs_f64());
+            *last = now;
         }
     }
 }

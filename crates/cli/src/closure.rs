@@ -58,8 +58,9 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
     tree.for_each_file(|_, source| files.push(source.to_owned()));
     let found: Vec<BTreeSet<String>> = files
         .par_iter()
-        .map(|file| scan_file(scanner, file))
-        .collect::<Result<_>>()?;
+        .map(|file| buildimage_nixdb::refs::scan_file(file, scanner))
+        .collect::<Result<_, _>>()
+        .context("Cannot read a file of the layer")?;
     let mut hashes: BTreeSet<String> = found.into_iter().flatten().collect();
     tree.for_each_symlink(|_, target| hashes.extend(scanner.scan_bytes(target)));
     for path in tree.paths() {
@@ -69,24 +70,6 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
         hashes.extend(scanner.scan_bytes(data));
     }
     Ok(store.paths_with_hash_parts(&hashes)?)
-}
-
-fn scan_file(scanner: &buildimage_nixdb::Scanner, file: &Path) -> Result<BTreeSet<String>> {
-    use std::io::Read;
-    let mut f =
-        std::fs::File::open(file).with_context(|| format!("Cannot read {}", file.display()))?;
-    let mut scan = scanner.scan();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("Cannot read {}", file.display()))?;
-        if n == 0 {
-            break;
-        }
-        scan.feed(&buf[..n]);
-    }
-    Ok(scan.finish())
 }
 
 /// The entries appended after the layer's own for `closure`: `./nix/` and `./nix/store/`

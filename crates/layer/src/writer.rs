@@ -3,6 +3,8 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
@@ -42,16 +44,81 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Chunks in flight between the writer and its tarsum thread: bounds the memory used.
+const IN_FLIGHT: usize = 8;
+
+/// What the writer tells its tarsum thread.
+enum Tarsum {
+    /// A new entry, its header fields already hashed.
+    Begin(Sha256),
+    /// Content bytes of the current entry.
+    Data(Chunk),
+    /// The current entry is complete.
+    End,
+}
+
+/// A piece of the stream, shared by the threads that hash it.
+type Chunk = Arc<Vec<u8>>;
+
+/// Hashes entries for the tarsum on its own thread, so that it overlaps with the stream's
+/// SHA-256, compression and writing: each digest costs as much as reading the files.
+struct TarsumThread {
+    tx: SyncSender<Tarsum>,
+    handle: JoinHandle<Vec<String>>,
+}
+
+impl TarsumThread {
+    fn start() -> Self {
+        let (tx, rx) = sync_channel::<Tarsum>(IN_FLIGHT);
+        let handle = std::thread::Builder::new()
+            .name("tarsum".into())
+            .spawn(move || {
+                let mut sums = Vec::new();
+                let mut current: Option<Sha256> = None;
+                for msg in rx {
+                    match msg {
+                        Tarsum::Begin(h) => current = Some(h),
+                        Tarsum::Data(chunk) => {
+                            if let Some(h) = current.as_mut() {
+                                h.update(chunk.as_slice());
+                            }
+                        }
+                        Tarsum::End => {
+                            if let Some(h) = current.take() {
+                                sums.push(hex(&h.finalize()));
+                            }
+                        }
+                    }
+                }
+                sums
+            })
+            .expect("spawning a thread only fails when the system is out of resources");
+        TarsumThread { tx, handle }
+    }
+
+    fn send(&self, msg: Tarsum) {
+        // The thread only stops when the sender is dropped, so sending cannot fail.
+        let _ = self.tx.send(msg);
+    }
+
+    fn finish(self) -> Vec<String> {
+        drop(self.tx);
+        self.handle
+            .join()
+            .expect("the tarsum thread does not panic")
+    }
+}
+
 /// Writes a layer tar from planned entries, computing its diff id and tarsum on the way.
 ///
 /// Generic over the destination, as tar-rs's `Builder` is; [`LayerWriter::finish`] hands it back.
+/// The tarsum is computed on a second thread; the output does not depend on it.
 pub struct LayerWriter<W: Write> {
     out: W,
     stream: Sha256,
     written: u64,
-    entry_sums: Vec<String>,
+    tarsum: TarsumThread,
     header: Vec<u8>,
-    buf: Vec<u8>,
     cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -62,9 +129,8 @@ impl<W: Write> LayerWriter<W> {
             out,
             stream: Sha256::new(),
             written: 0,
-            entry_sums: Vec::new(),
+            tarsum: TarsumThread::start(),
             header: Vec::with_capacity(4 * BLOCK as usize),
-            buf: vec![0; CHUNK],
             cancel: None,
         }
     }
@@ -118,47 +184,63 @@ impl<W: Write> LayerWriter<W> {
         let mut sum = tarsum_header(entry);
         match &entry.kind {
             EntryKind::File { source, size } => {
-                let mut file = std::fs::File::open(source).map_err(|e| Error::io(source, e))?;
-                let mut left = *size;
-                let mut buf = std::mem::take(&mut self.buf);
-                let copied = (|| {
-                    while left > 0 {
-                        self.check_cancel()?;
-                        let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-                        let n = read_some(&mut file, &mut buf[..want], source)?;
-                        if n == 0 {
-                            return Err(Error::Changed {
-                                path: source.clone(),
-                                planned: *size,
-                                found: size - left,
-                            });
-                        }
-                        sum.update(&buf[..n]);
-                        self.emit(&buf[..n])?;
-                        left -= n as u64;
-                    }
-                    if read_some(&mut file, &mut buf[..1], source)? != 0 {
-                        let extra = file.metadata().map_or(size + 1, |m| m.len());
-                        return Err(Error::Changed {
-                            path: source.clone(),
-                            planned: *size,
-                            found: extra.max(size + 1),
-                        });
-                    }
-                    Ok(())
-                })();
-                self.buf = buf;
+                self.tarsum.send(Tarsum::Begin(sum));
+                let copied = self.copy_file(source, *size);
+                self.tarsum.send(Tarsum::End);
                 copied?;
                 self.pad(*size)?;
             }
             EntryKind::Data(data) => {
                 sum.update(data);
+                self.tarsum.send(Tarsum::Begin(sum));
+                self.tarsum.send(Tarsum::End);
                 self.emit(data)?;
                 self.pad(data.len() as u64)?;
             }
-            _ => {}
+            _ => {
+                self.tarsum.send(Tarsum::Begin(sum));
+                self.tarsum.send(Tarsum::End);
+            }
         }
-        self.entry_sums.push(hex(&sum.finalize()));
+        Ok(())
+    }
+
+    /// Streams exactly `size` bytes of `source`; a file that is shorter or longer than
+    /// planned is an error, never a corrupt layer.
+    fn copy_file(&mut self, source: &std::path::Path, size: u64) -> Result<()> {
+        let mut file = std::fs::File::open(source).map_err(|e| Error::io(source, e))?;
+        let mut left = size;
+        while left > 0 {
+            self.check_cancel()?;
+            let want = left.min(CHUNK as u64);
+            // Read into fresh capacity (no zeroing): the chunk is shared with the hashing
+            // threads and freed when they are done with it.
+            let mut buf = Vec::with_capacity(CHUNK);
+            let n = (&mut file)
+                .take(want)
+                .read_to_end(&mut buf)
+                .map_err(|e| Error::io(source, e))?;
+            if n == 0 {
+                return Err(Error::Changed {
+                    path: source.to_owned(),
+                    planned: size,
+                    found: size - left,
+                });
+            }
+            let chunk = Arc::new(buf);
+            self.emit(&chunk)?;
+            self.tarsum.send(Tarsum::Data(chunk));
+            left -= n as u64;
+        }
+        let mut probe = [0u8; 1];
+        if read_some(&mut file, &mut probe, source)? != 0 {
+            let found = file.metadata().map_or(size + 1, |m| m.len());
+            return Err(Error::Changed {
+                path: source.to_owned(),
+                planned: size,
+                found: found.max(size + 1),
+            });
+        }
         Ok(())
     }
 
@@ -174,9 +256,10 @@ impl<W: Write> LayerWriter<W> {
         let zeros = vec![0u8; end as usize];
         self.emit(&zeros)?;
         self.out.flush().map_err(Error::Write)?;
-        self.entry_sums.sort_unstable();
+        let mut entry_sums = self.tarsum.finish();
+        entry_sums.sort_unstable();
         let mut total = Sha256::new();
-        for s in &self.entry_sums {
+        for s in &entry_sums {
             total.update(s.as_bytes());
         }
         let digest = LayerDigest {

@@ -297,9 +297,67 @@ impl Write for Scan<'_> {
 
 /// The candidates that occur in the NAR of `path`: its file contents, entry names and
 /// symlink targets.
+///
+/// The files are scanned in parallel, each on its own: no hash part can span two of them in
+/// the NAR, since the length fields between them hold zero bytes, which are not nix32, so
+/// this finds what a scan of the NAR stream finds.
 pub fn scan_path(path: &Path, scanner: &Scanner) -> Result<BTreeSet<String>> {
+    use rayon::prelude::*;
+    let mut files = Vec::new();
+    let mut found = BTreeSet::new();
+    collect(path, scanner, &mut files, &mut found)?;
+    let per_file: Vec<BTreeSet<String>> = files
+        .par_iter()
+        .map(|file| scan_file(file, scanner))
+        .collect::<Result<_>>()?;
+    found.extend(per_file.into_iter().flatten());
+    Ok(found)
+}
+
+/// Walks `path` without following symlinks: scans names and symlink targets into `found`
+/// and lists the regular files in `files`.
+fn collect(
+    path: &Path,
+    scanner: &Scanner,
+    files: &mut Vec<std::path::PathBuf>,
+    found: &mut BTreeSet<String>,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("read", path, e))?;
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(path).map_err(|e| Error::io("read", path, e))?;
+        found.extend(scanner.scan_bytes(target.as_os_str().as_bytes()));
+    } else if ft.is_file() {
+        files.push(path.to_owned());
+    } else if ft.is_dir() {
+        for item in std::fs::read_dir(path).map_err(|e| Error::io("read", path, e))? {
+            let item = item.map_err(|e| Error::io("read", path, e))?;
+            found.extend(scanner.scan_bytes(item.file_name().as_bytes()));
+            collect(&item.path(), scanner, files, found)?;
+        }
+    } else {
+        // The NAR writer reports the unsupported type with its own error.
+        nar::write_nar(path, &mut io::sink())?;
+    }
+    Ok(())
+}
+
+/// The candidates that occur in the contents of the regular file `path`.
+pub fn scan_file(path: &Path, scanner: &Scanner) -> Result<BTreeSet<String>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
     let mut scan = scanner.scan();
-    nar::write_nar(path, &mut scan)?;
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        scan.feed(&buf[..n]);
+    }
     Ok(scan.finish())
 }
 

@@ -1,0 +1,629 @@
+//! Reading a base image (`fromImage`) from an archive nobody vouches for.
+//!
+//! [`BaseImage::open`] reads a docker-archive once, streaming, in any of the forms found in
+//! the wild: the legacy layout that buildimage, nixpkgs and older `docker save` write
+//! (`<id>/layer.tar`, `<sha256>.json`), the OCI layout plus `manifest.json` of Docker 25
+//! and later (`blobs/sha256/…`), skopeo's `docker-archive:` output and nixpkgs'
+//! `streamLayeredImage` layout. The archive may be a plain tar, gzip or zstd, and so may
+//! each layer: the first bytes tell, never the file name.
+//!
+//! Every regular member is saved into a private scratch folder under a generated name,
+//! so no member name ever becomes a host path; links between members are followed inside
+//! the archive only. The selected image's layers are stored uncompressed, each checked
+//! against the `diff_ids` of its config, and [`BaseImage::filesystem`] merges them,
+//! whiteouts applied, for de-duplication.
+//!
+//! ```
+//! use buildimage_archive::read::{BaseImage, Select};
+//! use buildimage_archive::{ImageSpec, Tag, merge_config, write_image};
+//! use buildimage_layer::{Owner, Tree};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let archive = dir.path().join("base.tar");
+//! let spec = ImageSpec {
+//!     name: "base".into(),
+//!     tag: Tag::Fixed("1".into()),
+//!     config: merge_config(None, &["A=1".into()]),
+//!     architecture: "amd64".into(),
+//!     created: "1970-01-01T00:00:01Z".into(),
+//!     mtime: 315_532_800,
+//! };
+//! let entries = Tree::new().entries(&Owner::root(), 315_532_800);
+//! let (_, written) = write_image(std::fs::File::create(&archive)?, &spec, &entries, None)?;
+//!
+//! let (base, warnings) = BaseImage::open(&archive, Select::default(), dir.path())?;
+//! assert!(warnings.is_empty());
+//! assert_eq!(base.config_digest, written.config_digest);
+//! assert_eq!(base.repo_tags, ["base:1"]);
+//! assert_eq!(base.layers[0].diff_id, written.layer.diff_id);
+//! assert_eq!(base.env(), ["A=1"]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Limits
+//!
+//! At most [`MAX_MEMBERS`] members in the archive, [`MAX_LAYERS`] layers in the image,
+//! [`MAX_JSON`] bytes per JSON member; extension headers of the tar format at most 1 MiB.
+//! A truncated archive or layer, invalid JSON, a missing member or a digest that does not
+//! match is an error that names the member concerned.
+
+mod compression;
+mod fs;
+mod names;
+mod tarfile;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use buildimage_layer::hex;
+
+use crate::error::{Error, Result};
+use compression::{Compression, SNIFF, decoder, detect};
+use names::{Lookup, Namespace, Node, Stored, clean, show};
+use tarfile::{Kind as MemberKind, Stream, TarReader};
+
+pub use fs::{BaseFs, Kind};
+
+/// The most members an archive may have.
+pub const MAX_MEMBERS: u64 = 1_000_000;
+/// The most layers the selected image may have (Docker itself stops at 128).
+pub const MAX_LAYERS: usize = 1000;
+/// The largest JSON member (`manifest.json`, the config) read, in bytes.
+pub const MAX_JSON: u64 = 32 << 20;
+/// The most members one layer may have.
+pub const MAX_LAYER_MEMBERS: u64 = 10_000_000;
+
+/// The most bytes of member names one layer may have, which bounds the memory
+/// [`BaseImage::filesystem`] needs.
+pub const MAX_LAYER_NAME_BYTES: u64 = 1 << 30;
+
+/// How much of a compressed archive is read past the end of its tar, so that the
+/// compressor's own checksum is checked; more is ignored.
+const DRAIN_LIMIT: u64 = 1 << 20;
+
+/// How many ignored members are named one by one in warnings; the rest are counted.
+const MAX_NAMED_WARNINGS: u64 = 10;
+
+/// Size of the copy buffer.
+const CHUNK: usize = 256 * 1024;
+
+/// Which image of a multi-image archive to use: buildImage's `fromImageName` and
+/// `fromImageTag`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Select<'a> {
+    /// `fromImageName`.
+    pub name: Option<&'a str>,
+    /// `fromImageTag`.
+    pub tag: Option<&'a str>,
+}
+
+/// One layer of the base image, stored uncompressed in the scratch folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseLayer {
+    /// The layer's path in the base archive, as its `manifest.json` lists it.
+    pub member: String,
+    /// SHA-256 of the uncompressed tar.
+    pub diff_id: [u8; 32],
+    /// Size of the uncompressed tar in bytes.
+    pub size: u64,
+    /// The scratch file that holds the uncompressed tar; a layer listed twice shares it.
+    pub path: PathBuf,
+}
+
+impl BaseLayer {
+    /// The diff id as image configs write it: `sha256:<hex>`.
+    pub fn diff_id_string(&self) -> String {
+        format!("sha256:{}", hex(&self.diff_id))
+    }
+}
+
+/// A base image read from an archive. Its layers live in a scratch folder that is removed
+/// when the value is dropped.
+#[derive(Debug)]
+pub struct BaseImage {
+    /// The whole image config.
+    pub config: Map<String, Value>,
+    /// Hex SHA-256 of the config file's bytes: the image ID.
+    pub config_digest: String,
+    /// `RepoTags` of the selected manifest entry (may be empty).
+    pub repo_tags: Vec<String>,
+    /// The layers, lowest first, in manifest order, duplicates kept.
+    pub layers: Vec<BaseLayer>,
+    scratch: tempfile::TempDir,
+}
+
+/// One entry of `manifest.json`, as far as buildimage reads it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+impl BaseImage {
+    /// Reads `archive` once, into a private scratch folder created under `scratch_parent`,
+    /// and selects an image as `select` says. Returns the image and warnings for the user.
+    ///
+    /// With both a name and a tag, the image whose `RepoTags` holds exactly `name:tag` is
+    /// taken (none is an error listing the tags found); otherwise the first image, with a
+    /// warning if only one of the two is given.
+    pub fn open(
+        archive: &Path,
+        select: Select<'_>,
+        scratch_parent: &Path,
+    ) -> Result<(BaseImage, Vec<String>)> {
+        let scratch = tempfile::Builder::new()
+            .prefix(".buildimage-base-")
+            .tempdir_in(scratch_parent)
+            .map_err(|source| Error::Io {
+                path: scratch_parent.to_owned(),
+                source,
+            })?;
+        let mut warnings = Vec::new();
+        let ns = read_outer(archive, scratch.path(), &mut warnings)?;
+
+        let manifest = match ns.resolve(b"manifest.json") {
+            Ok(_) => read_json(&ns, "manifest.json")?,
+            Err(_) if ns.nodes.contains_key(&b"index.json"[..]) => {
+                return Err(Error::BaseInvalid {
+                    what: archive.display().to_string(),
+                    reason: "no manifest.json, only an OCI index; convert it with \
+                             `skopeo copy oci-archive:FILE docker-archive:NEW`"
+                        .to_owned(),
+                });
+            }
+            Err(_) => {
+                return Err(Error::BaseMissing {
+                    member: "manifest.json".to_owned(),
+                });
+            }
+        };
+        let entries: Vec<RawEntry> =
+            serde_json::from_slice(&manifest).map_err(|source| Error::BaseJson {
+                member: "manifest.json".to_owned(),
+                source,
+            })?;
+        let entry = select_entry(entries, select, &mut warnings)?;
+
+        let config_bytes = read_json(&ns, &entry.config)?;
+        let config_digest = hex(&Sha256::digest(&config_bytes));
+        check_config_name(&entry.config, &config_digest)?;
+        let config: Map<String, Value> =
+            serde_json::from_slice(&config_bytes).map_err(|source| Error::BaseJson {
+                member: entry.config.clone(),
+                source,
+            })?;
+
+        if entry.layers.len() > MAX_LAYERS {
+            return Err(Error::BaseLimit {
+                what: "manifest.json".to_owned(),
+                limit: MAX_LAYERS as u64,
+                items: "layers",
+            });
+        }
+        let diff_ids = config_diff_ids(&config, &entry.config)?;
+        if diff_ids.len() != entry.layers.len() {
+            return Err(Error::BaseInvalid {
+                what: format!("config {}", entry.config),
+                reason: format!(
+                    "{} diff_ids for {} layers in manifest.json",
+                    diff_ids.len(),
+                    entry.layers.len()
+                ),
+            });
+        }
+
+        // Unpacked layers by the scratch file of their member: a layer listed twice, or
+        // linked under two names, is read once.
+        let mut unpacked: BTreeMap<PathBuf, ([u8; 32], u64, PathBuf)> = BTreeMap::new();
+        let mut layers = Vec::with_capacity(entry.layers.len());
+        for (index, (member, expected)) in entry.layers.iter().zip(&diff_ids).enumerate() {
+            let stored = lookup(&ns, member)?;
+            let (diff_id, size, path) = if let Some(done) = unpacked.get(&stored.path) {
+                done.clone()
+            } else {
+                let done = unpack_layer(stored, member, scratch.path(), index)?;
+                unpacked.insert(stored.path.clone(), done.clone());
+                done
+            };
+            let actual = format!("sha256:{}", hex(&diff_id));
+            if actual != *expected {
+                return Err(Error::BaseDiffId {
+                    layer: member.clone(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            layers.push(BaseLayer {
+                member: member.clone(),
+                diff_id,
+                size,
+                path,
+            });
+        }
+
+        // Everything else the archive held is of no further use: free the disk now.
+        let keep: BTreeSet<&Path> = layers.iter().map(|l| l.path.as_path()).collect();
+        for node in ns.nodes.values() {
+            if let Node::File(stored) = node
+                && !keep.contains(stored.path.as_path())
+            {
+                // Best effort: the scratch folder goes as a whole on drop anyway.
+                let _ = std::fs::remove_file(&stored.path);
+            }
+        }
+
+        let image = BaseImage {
+            config,
+            config_digest,
+            repo_tags: entry.repo_tags.unwrap_or_default(),
+            layers,
+            scratch,
+        };
+        Ok((image, warnings))
+    }
+
+    /// The scratch folder holding the layers.
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// `config.Env` of the base image, or an empty list.
+    pub fn env(&self) -> Vec<Value> {
+        self.config
+            .get("config")
+            .and_then(|c| c.get("Env"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The history entries of the base layers for the new config (buildimage.md Q4).
+    ///
+    /// The base `history` is kept as it is when its entries without `"empty_layer": true`
+    /// are exactly as many as the base layers; otherwise (no history, or one that does not
+    /// match) it is replaced by one `{"created": created}` per base layer, as nixpkgs
+    /// does, `created` being the new image's. Either way the non-empty entries match the
+    /// base `diff_ids` one to one.
+    pub fn history(&self, created: &str) -> Vec<Value> {
+        if let Some(history) = self.config.get("history").and_then(Value::as_array) {
+            let non_empty = history
+                .iter()
+                .filter(|h| h.get("empty_layer") != Some(&Value::Bool(true)))
+                .count();
+            if non_empty == self.layers.len() {
+                return history.clone();
+            }
+        }
+        self.layers
+            .iter()
+            .map(|_| json!({ "created": created }))
+            .collect()
+    }
+
+    /// The merged file system of the layers, applied in order with their whiteouts.
+    pub fn filesystem(&self) -> Result<BaseFs> {
+        let mut fs = BaseFs::new();
+        for layer in &self.layers {
+            fs.apply_layer(&layer.path, &layer.member)?;
+        }
+        Ok(fs)
+    }
+}
+
+/// Reads every member of the outer archive: regular files into the scratch folder, links
+/// and folders into the namespace.
+fn read_outer(archive: &Path, scratch: &Path, warnings: &mut Vec<String>) -> Result<Namespace> {
+    let what = archive.display().to_string();
+    let outer_err = |source: io::Error| read_error(what.clone(), source);
+    let file = fs_err::File::open(archive).map_err(|source| Error::Io {
+        path: archive.to_owned(),
+        source,
+    })?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let head = tarfile::peek(&mut input, SNIFF).map_err(outer_err)?;
+    let compression = detect(&head);
+    if let Compression::Unsupported(format) = compression {
+        return Err(Error::BaseInvalid {
+            what,
+            reason: format!("compressed with {format}, which buildimage does not read"),
+        });
+    }
+    let mut tar = TarReader::new(
+        Stream(decoder(input, compression).map_err(outer_err)?),
+        true,
+    );
+    let mut ns = Namespace::default();
+    let mut count: u64 = 0;
+    let mut escaped: u64 = 0;
+    let mut buf = vec![0; CHUNK];
+    while let Some(member) = tar.next_member().map_err(outer_err)? {
+        count += 1;
+        if count > MAX_MEMBERS {
+            return Err(Error::BaseLimit {
+                what,
+                limit: MAX_MEMBERS,
+                items: "members",
+            });
+        }
+        let Some(name) = clean(&member.name) else {
+            escaped += 1;
+            if escaped <= MAX_NAMED_WARNINGS {
+                warnings.push(format!(
+                    "Base image member {} points outside the archive; ignored",
+                    show(&member.name)
+                ));
+            }
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let node = match member.kind {
+            MemberKind::File => {
+                // A generated name: nothing of the member's name reaches the host.
+                let path = scratch.join(format!("m{count:07}"));
+                let size = save(&mut tar, &path, &mut buf, &outer_err)?;
+                Node::File(Stored { path, size })
+            }
+            MemberKind::Dir => Node::Dir,
+            MemberKind::Symlink => Node::Symlink(member.link),
+            MemberKind::HardLink => Node::HardLink(member.link),
+            MemberKind::Other | MemberKind::Unknown => continue,
+        };
+        if let Some(Node::File(old)) = ns.nodes.insert(name, node) {
+            // A later member of the same name replaces the earlier one, as on extraction.
+            let _ = std::fs::remove_file(&old.path);
+        }
+    }
+    if escaped > MAX_NAMED_WARNINGS {
+        warnings.push(format!(
+            "Base image: {} more members point outside the archive; ignored",
+            escaped - MAX_NAMED_WARNINGS
+        ));
+    }
+    if compression != Compression::None {
+        let mut rest = tar.into_inner();
+        io::copy(&mut (&mut rest).take(DRAIN_LIMIT), &mut io::sink()).map_err(outer_err)?;
+    }
+    Ok(ns)
+}
+
+/// Copies the current member's data into a new scratch file.
+fn save<S: tarfile::Source>(
+    tar: &mut TarReader<S>,
+    path: &Path,
+    buf: &mut [u8],
+    read_err: &dyn Fn(io::Error) -> Error,
+) -> Result<u64> {
+    let scratch_err = |source: io::Error| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut out = BufWriter::with_capacity(CHUNK, fs_err::File::create(path).map_err(scratch_err)?);
+    let size = pump(tar, &mut out, buf, read_err, &scratch_err)?;
+    out.flush().map_err(scratch_err)?;
+    Ok(size)
+}
+
+/// Copies `from` into `to`, telling read errors from write errors.
+fn pump<R: Read + ?Sized, W: Write>(
+    from: &mut R,
+    to: &mut W,
+    buf: &mut [u8],
+    read_err: &dyn Fn(io::Error) -> Error,
+    write_err: &dyn Fn(io::Error) -> Error,
+) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        };
+        to.write_all(&buf[..n]).map_err(write_err)?;
+        total += n as u64;
+    }
+}
+
+/// An error reading the archive or a layer: truncation is told apart.
+fn read_error(what: String, source: io::Error) -> Error {
+    if source.kind() == io::ErrorKind::UnexpectedEof {
+        Error::BaseTruncated { what }
+    } else {
+        Error::BaseRead { what, source }
+    }
+}
+
+/// An error reading the layer listed as `layer`.
+pub(crate) fn layer_error(layer: &str, source: io::Error) -> Error {
+    read_error(format!("layer {layer}"), source)
+}
+
+/// The regular file a manifest path leads to.
+fn lookup<'a>(ns: &'a Namespace, member: &str) -> Result<&'a Stored> {
+    ns.resolve(member.as_bytes()).map_err(|e| match e {
+        Lookup::Missing => Error::BaseMissing {
+            member: member.to_owned(),
+        },
+        Lookup::Loop => Error::BaseInvalid {
+            what: format!("member {member}"),
+            reason: "too many levels of links".to_owned(),
+        },
+    })
+}
+
+/// The bytes of a JSON member, refusing oversized ones before reading them.
+fn read_json(ns: &Namespace, member: &str) -> Result<Vec<u8>> {
+    let stored = lookup(ns, member)?;
+    if stored.size > MAX_JSON {
+        return Err(Error::BaseJsonSize {
+            member: member.to_owned(),
+            limit: MAX_JSON,
+        });
+    }
+    fs_err::read(&stored.path).map_err(|source| Error::Io {
+        path: stored.path.clone(),
+        source,
+    })
+}
+
+/// Picks the manifest entry (buildimage.md Q2).
+fn select_entry(
+    entries: Vec<RawEntry>,
+    select: Select<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<RawEntry> {
+    if let (Some(name), Some(tag)) = (select.name, select.tag) {
+        let wanted = format!("{name}:{tag}");
+        let found: Vec<String> = entries
+            .iter()
+            .flat_map(|e| e.repo_tags.iter().flatten().cloned())
+            .collect();
+        return entries
+            .into_iter()
+            .find(|e| e.repo_tags.iter().flatten().any(|t| *t == wanted))
+            .ok_or(Error::BaseNoMatch { wanted, found });
+    }
+    match (select.name, select.tag) {
+        (Some(name), None) => warnings.push(format!(
+            "fromImageName {name} is ignored without fromImageTag; \
+             the first image of the base archive is used"
+        )),
+        (None, Some(tag)) => warnings.push(format!(
+            "fromImageTag {tag} is ignored without fromImageName; \
+             the first image of the base archive is used"
+        )),
+        _ => {}
+    }
+    entries
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::BaseInvalid {
+            what: "manifest.json".to_owned(),
+            reason: "lists no images".to_owned(),
+        })
+}
+
+/// Checks the config's digest against its name when the name states one: `<hex>.json`
+/// (legacy) or `blobs/sha256/<hex>` (OCI). `docker load` checks it too.
+fn check_config_name(member: &str, digest: &str) -> Result<()> {
+    let Some(name) = clean(member.as_bytes()) else {
+        return Ok(());
+    };
+    let claimed = name
+        .strip_suffix(b".json")
+        .or_else(|| name.strip_prefix(b"blobs/sha256/"))
+        .filter(|h| h.len() == 64 && h.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    match claimed {
+        Some(claimed) if claimed != digest.as_bytes() => Err(Error::BaseConfigDigest {
+            config: member.to_owned(),
+            actual: digest.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `rootfs.diff_ids` of the config.
+fn config_diff_ids(config: &Map<String, Value>, member: &str) -> Result<Vec<String>> {
+    config
+        .get("rootfs")
+        .and_then(|r| r.get("diff_ids"))
+        .and_then(Value::as_array)
+        .and_then(|ids| {
+            ids.iter()
+                .map(|id| id.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| Error::BaseInvalid {
+            what: format!("config {member}"),
+            reason: "no rootfs.diff_ids list of strings".to_owned(),
+        })
+}
+
+/// Hashes a layer member, decompressing it into a new scratch file if it is compressed.
+/// Returns the diff id, the uncompressed size and the file holding the uncompressed tar.
+fn unpack_layer(
+    stored: &Stored,
+    member: &str,
+    scratch: &Path,
+    index: usize,
+) -> Result<([u8; 32], u64, PathBuf)> {
+    let read_err = |source: io::Error| layer_error(member, source);
+    let file = fs_err::File::open(&stored.path).map_err(|source| Error::Io {
+        path: stored.path.clone(),
+        source,
+    })?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let head = tarfile::peek(&mut input, SNIFF).map_err(read_err)?;
+    let compression = detect(&head);
+    let mut buf = vec![0; CHUNK];
+    match compression {
+        Compression::Unsupported(format) => Err(Error::BaseInvalid {
+            what: format!("layer {member}"),
+            reason: format!("compressed with {format}, which buildimage does not read"),
+        }),
+        Compression::None => {
+            // Already a plain tar: hash it where it is.
+            let mut sink = Hashing::new(io::sink());
+            pump(&mut input, &mut sink, &mut buf, &read_err, &read_err)?;
+            Ok((
+                sink.hasher.finalize().into(),
+                sink.size,
+                stored.path.clone(),
+            ))
+        }
+        Compression::Gzip | Compression::Zstd => {
+            let path = scratch.join(format!("layer{index:04}.tar"));
+            let scratch_err = |source: io::Error| Error::Io {
+                path: path.clone(),
+                source,
+            };
+            let out = fs_err::File::create(&path).map_err(scratch_err)?;
+            let mut out = Hashing::new(BufWriter::with_capacity(CHUNK, out));
+            let mut from = decoder(input, compression).map_err(read_err)?;
+            pump(&mut from, &mut out, &mut buf, &read_err, &scratch_err)?;
+            out.inner.flush().map_err(scratch_err)?;
+            Ok((out.hasher.finalize().into(), out.size, path))
+        }
+    }
+}
+
+/// A writer that hashes and counts what passes through.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
