@@ -20,6 +20,30 @@ pub fn merge_config(config: Option<&Map<String, Value>>, base_env: &[Value]) -> 
     out
 }
 
+/// Builds the `config` object of an image on a base whose container config is `base`.
+///
+/// With `inherit` false this is buildImage's rule: only the base's `Env` is kept, before the
+/// spec's. With `inherit` true (`inheritConfig`), the base's whole config is the start, as a
+/// Dockerfile `FROM` gives it, and each key of the spec's `config` replaces the base's;
+/// `Env` is still the base's entries followed by the spec's (later entries win in Docker).
+pub fn merge_base_config(
+    config: Option<&Map<String, Value>>,
+    base: Option<&Map<String, Value>>,
+    inherit: bool,
+) -> Map<String, Value> {
+    let base_env: Vec<Value> = match base.and_then(|b| b.get("Env")) {
+        Some(Value::Array(env)) => env.clone(),
+        _ => Vec::new(),
+    };
+    let mut merged = merge_config(config, &base_env);
+    if inherit && let Some(base) = base {
+        for (key, value) in base {
+            merged.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    merged
+}
+
 /// The `rootfs` member of the image config.
 #[derive(Debug, Clone, Serialize)]
 pub struct RootFs {
@@ -168,6 +192,22 @@ mod tests {
         assert_eq!(
             Value::Object(merged),
             json!({"Cmd": ["x"], "Env": ["A=1", "B=2", "A=3"]})
+        );
+    }
+
+    #[test]
+    fn inherit_config_starts_from_the_base() {
+        let base = json!({"Cmd": ["base"], "WorkingDir": "/b", "Env": ["A=1"], "User": "1"});
+        let own = json!({"Cmd": ["own"], "Env": ["A=2"]});
+        let plain = merge_base_config(own.as_object(), base.as_object(), false);
+        assert_eq!(
+            Value::Object(plain),
+            json!({"Cmd": ["own"], "Env": ["A=1", "A=2"]})
+        );
+        let inherited = merge_base_config(own.as_object(), base.as_object(), true);
+        assert_eq!(
+            Value::Object(inherited),
+            json!({"Cmd": ["own"], "Env": ["A=1", "A=2"], "User": "1", "WorkingDir": "/b"})
         );
     }
 

@@ -18,6 +18,7 @@
 //!     architecture: "amd64".into(),
 //!     created: "1970-01-01T00:00:01Z".into(),
 //!     mtime: 315_532_800,
+//!     base: None,
 //! };
 //! let (bytes, summary) = write_image(Vec::new(), &spec, &entries, None)?;
 //! assert_eq!(bytes.len() % 10_240, 0);
@@ -44,7 +45,8 @@ mod write;
 
 pub use compress::{Compressed, Compressor};
 pub use config::{
-    ImageConfig, LayerMeta, ManifestEntry, RootFs, manifest_bytes, merge_config, repositories_bytes,
+    ImageConfig, LayerMeta, ManifestEntry, RootFs, manifest_bytes, merge_base_config, merge_config,
+    repositories_bytes,
 };
 pub use error::{Error, Result};
 pub use json::{jq, jshon};

@@ -28,6 +28,7 @@
 //!     architecture: "amd64".into(),
 //!     created: "1970-01-01T00:00:01Z".into(),
 //!     mtime: 315_532_800,
+//!     base: None,
 //! };
 //! let entries = Tree::new().entries(&Owner::root(), 315_532_800);
 //! let (_, written) = write_image(std::fs::File::create(&archive)?, &spec, &entries, None)?;

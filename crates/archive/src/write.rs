@@ -37,6 +37,8 @@ pub struct ImageSpec<'a> {
     pub created: String,
     /// Modification time of the outer tar's members.
     pub mtime: u64,
+    /// The base image whose layers go below the new one (`fromImage`).
+    pub base: Option<&'a crate::read::BaseImage>,
 }
 
 /// What was written.
@@ -67,11 +69,27 @@ pub fn write_image<W: Write>(
     let mut tar = OuterTar::new(out, spec.mtime);
     tar.dir("./")?;
 
+    // Base layers first, unchanged and uncompressed, each once even when the base lists
+    // it twice, in folders named by their diff id.
+    let mut layer_paths = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut written_dirs = std::collections::BTreeSet::new();
+    let mut parent_dir: Option<String> = None;
+    for layer in spec.base.map_or(&[][..], |b| b.layers.as_slice()) {
+        let dir = hex(&layer.diff_id);
+        if written_dirs.insert(dir.clone()) {
+            write_base_layer(&mut tar, layer, &dir, parent_dir.as_deref(), cancel)?;
+        }
+        layer_paths.push(format!("{dir}/layer.tar"));
+        diff_ids.push(layer.diff_id_string());
+        parent_dir = Some(dir);
+    }
+
     let meta = LayerMeta {
         architecture: &spec.architecture,
         config: &spec.config,
         created: &spec.created,
-        parent: None,
+        parent: spec.base.map(|b| b.config_digest.as_str()),
     };
     let layer_id = meta.layer_id(&plan_digest(entries));
     tar.dir(&format!("{layer_id}/"))?;
@@ -96,10 +114,20 @@ pub fn write_image<W: Write>(
         created: spec.created.clone(),
         os: "linux",
         rootfs: RootFs {
-            diff_ids: vec![digest.diff_id_string()],
+            diff_ids: {
+                diff_ids.push(digest.diff_id_string());
+                diff_ids
+            },
             kind: "layers",
         },
-        history: vec![json!({ "created": spec.created })],
+        history: {
+            let mut history = spec
+                .base
+                .map(|b| b.history(&spec.created))
+                .unwrap_or_default();
+            history.push(json!({ "created": spec.created }));
+            history
+        },
     };
     let config_bytes = config.to_bytes();
     let config_digest = hex(&Sha256::digest(&config_bytes));
@@ -110,9 +138,10 @@ pub fn write_image<W: Write>(
         Tag::Fixed(t) => t.clone(),
         Tag::Auto(f) => f(&config_digest),
     };
+    layer_paths.push(layer_path);
     let manifest = ManifestEntry {
         repo_tags: vec![format!("{}:{}", spec.name, tag)],
-        layers: vec![layer_path],
+        layers: layer_paths,
         config: config_path,
     };
     tar.file("manifest.json", &manifest_bytes(&manifest))?;
@@ -130,4 +159,44 @@ pub fn write_image<W: Write>(
             tag,
         },
     ))
+}
+
+/// Copies one base layer into the archive as a legacy layer folder: `VERSION`, `json` (its
+/// id and parent) and the uncompressed `layer.tar`.
+fn write_base_layer<W: Write>(
+    tar: &mut OuterTar<W>,
+    layer: &crate::read::BaseLayer,
+    dir: &str,
+    parent: Option<&str>,
+    cancel: Option<&Arc<AtomicBool>>,
+) -> Result<()> {
+    use std::io::Read;
+    tar.dir(&format!("{dir}/"))?;
+    tar.file(&format!("{dir}/VERSION"), b"1.0")?;
+    tar.stream(&format!("{dir}/layer.tar"), layer.size, |out| {
+        let mut file = std::fs::File::open(&layer.path).map_err(|e| crate::Error::Io {
+            path: layer.path.clone(),
+            source: e,
+        })?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(crate::Error::Layer(buildimage_layer::Error::Interrupted));
+            }
+            let n = file.read(&mut buf).map_err(|e| crate::Error::Io {
+                path: layer.path.clone(),
+                source: e,
+            })?;
+            if n == 0 {
+                return Ok(());
+            }
+            out.write_all(&buf[..n]).map_err(crate::Error::Write)?;
+        }
+    })?;
+    let mut json = Map::new();
+    json.insert("id".into(), Value::String(dir.to_owned()));
+    if let Some(parent) = parent {
+        json.insert("parent".into(), Value::String(parent.to_owned()));
+    }
+    tar.file(&format!("{dir}/json"), &crate::json::jshon(&json))
 }

@@ -250,6 +250,7 @@ fn legacy_archive_written_by_buildimage() {
         architecture: "amd64".into(),
         created: "1970-01-01T00:00:01Z".into(),
         mtime: 315_532_800,
+        base: None,
     };
     let archive = d.input.join("base.tar");
     let file = std::fs::File::create(&archive).unwrap();

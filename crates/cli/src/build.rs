@@ -5,10 +5,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use buildimage_archive::{Compressed, Compressor, ImageSpec, Tag, merge_config, write_image};
+use buildimage_archive::{
+    BaseFs, BaseImage, Compressed, Compressor, ImageSpec, Select, Tag, merge_base_config,
+    write_image,
+};
 use buildimage_layer::{CopyOptions, DEFAULT_MTIME, Owner, Tree, Warnings, stage};
 
 use buildimage_nixdb::StorePath;
@@ -41,6 +44,31 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(spec::default_output_name(&spec.name, spec.compressor)));
     let output = Output::open(&dest, 0o666 & !user_umask)?;
+
+    // The base image: read once into a private scratch folder, checked, merged view built.
+    let base = match &spec.from_image {
+        Some(path) => {
+            let select = Select {
+                name: spec.from_image_name.as_deref(),
+                tag: spec.from_image_tag.as_deref(),
+            };
+            let (base, notes) = BaseImage::open(path, select, &std::env::temp_dir())
+                .with_context(|| format!("Key `fromImage`: cannot use {}", path.display()))?;
+            for note in notes {
+                eprintln!("warning: {note}");
+            }
+            Some(base)
+        }
+        None => None,
+    };
+    let base_fs = match &base {
+        Some(b) => b
+            .filesystem()
+            .context("Key `fromImage`: cannot read the base image's layers")?,
+        None => BaseFs::new(),
+    };
+    signals.check()?;
+    phases.end("read fromImage");
 
     // Plan the layer: copy every item, later ones winning.
     let options = CopyOptions {
@@ -96,7 +124,13 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     }
     signals.check()?;
 
-    let config = merge_config(spec.config.as_ref(), &[]);
+    let config = merge_base_config(
+        spec.config.as_ref(),
+        base.as_ref()
+            .and_then(|b| b.config.get("config"))
+            .and_then(Value::as_object),
+        spec.inherit_config,
+    );
     phases.end("includeNixDB and extraCommands");
     let mut entries = tree.entries(&Owner::numeric(spec.uid.into(), spec.gid.into()), mtime);
     // The layer's runtime closure: every store path its files or its config name, and
@@ -109,7 +143,9 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
         let closure = store
             .closure(&roots)
             .context("Computing the closure of the layer failed")?;
-        entries.extend(closure::closure_entries(store, &closure, &tree, mtime)?);
+        entries.extend(closure::closure_entries(
+            store, &closure, &tree, &base_fs, mtime,
+        )?);
         store_paths = closure.paths().map(|p| p.as_str().to_owned()).collect();
     }
     phases.end("find the store closure");
@@ -126,6 +162,7 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
         architecture: spec.architecture.clone().unwrap_or_else(host_architecture),
         created,
         mtime,
+        base: base.as_ref(),
     };
     let shown = output.dest();
     let compressor = match spec.compressor {
@@ -197,14 +234,11 @@ fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
 
 /// Features whose implementation has not landed yet fail loudly instead of being ignored.
 fn refuse_unsupported(spec: &Spec) -> Result<()> {
-    if spec.from_image.is_some() {
-        bail!("Key `fromImage`: base images are not supported yet");
-    }
     if spec.run_as_root.is_some() {
         bail!("Key `runAsRoot`: running scripts as root is not supported yet");
     }
-    if spec.inherit_config {
-        bail!("Key `inheritConfig` needs `fromImage`, which is not supported yet");
+    if spec.inherit_config && spec.from_image.is_none() {
+        bail!("Key `inheritConfig` needs `fromImage`: there is no base config to inherit");
     }
     Ok(())
 }

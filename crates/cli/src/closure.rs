@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
+use buildimage_archive::BaseFs;
 use buildimage_layer::{Entry, EntryKind, Node, Owner, Tree, listing_entries};
 use buildimage_nixdb::{Closure, Store, StorePath, write_db};
 
@@ -73,13 +74,14 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
 }
 
 /// The entries appended after the layer's own for `closure`: `./nix/` and `./nix/store/`
-/// (mode 0555) when the layer has no `nix/store` of its own, then every file of every path,
-/// owned by root, sorted by the byte order of the full path, leaving out paths the layer
-/// already has.
+/// (mode 0555) when neither the layer nor the base image has a `nix/store`, then every file
+/// of every path, owned by root, sorted by the byte order of the full path, leaving out
+/// paths the layer or the base image (whiteouts applied) already has.
 pub fn closure_entries(
     store: &Store,
     closure: &Closure,
     layer: &Tree,
+    base: &BaseFs,
     mtime: u64,
 ) -> Result<Vec<Entry>> {
     let root = Owner::root();
@@ -97,7 +99,7 @@ pub fn closure_entries(
     }
     listed.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(listed.len() + 2);
-    if !closure.is_empty() && layer.get(b"nix/store").is_none() {
+    if !closure.is_empty() && layer.get(b"nix/store").is_none() && !base.contains(b"nix/store") {
         for name in ["./nix/", "./nix/store/"] {
             out.push(Entry {
                 name: name.as_bytes().to_vec(),
@@ -111,7 +113,7 @@ pub fn closure_entries(
     out.extend(
         listed
             .into_iter()
-            .filter(|(path, _)| layer.get(path).is_none())
+            .filter(|(path, _)| layer.get(path).is_none() && !base.contains(path))
             .map(|(_, entry)| entry),
     );
     Ok(out)

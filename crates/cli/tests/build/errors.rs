@@ -227,11 +227,11 @@ fn contents_alone_builds_with_the_deprecation_warning() {
 }
 
 #[test]
-fn from_image_is_not_supported_yet() {
+fn from_image_that_is_not_an_image_archive_is_rejected() {
     fails(
         r#"{"name": "x", "fromImage": "file"}"#,
         &[],
-        &["`fromImage`", "not supported yet"],
+        &["`fromImage`", "file"],
     );
 }
 
@@ -245,11 +245,11 @@ fn run_as_root_is_not_supported_yet() {
 }
 
 #[test]
-fn inherit_config_is_not_supported_yet() {
+fn inherit_config_without_from_image_is_rejected() {
     fails(
         r#"{"name": "x", "inheritConfig": true}"#,
         &[],
-        &["`inheritConfig`", "not supported yet"],
+        &["`inheritConfig`", "`fromImage`"],
     );
 }
 
