@@ -16,6 +16,7 @@
 //! including those signals.
 
 mod apt;
+mod bench;
 mod dockerd;
 mod process;
 
@@ -44,6 +45,8 @@ commands:
                               e.g. cargo xtask dockerd -- cargo test -p buildimage-cli docker
   example                     build examples/busybox/spec.json with the release binary
                               into target/example/, load it into a private dockerd, run it
+  bench [small|large]         time buildimage against the nixpkgs reference pipeline on the
+                              benchmark corpus (../shared/bench), for none, gz and zstd
   help                        show this text
 ";
 
@@ -59,6 +62,10 @@ fn main() -> ExitCode {
         Some("ci") if rest.is_empty() => ci(),
         Some("dockerd") => with_dockerd(rest),
         Some("example") if rest.is_empty() => example(),
+        Some("bench") if rest.len() <= 1 => {
+            let size = rest.first().and_then(|a| a.to_str()).unwrap_or("small");
+            bench::bench(workspace_root(), size).map(|()| ExitCode::SUCCESS)
+        }
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -234,7 +241,11 @@ fn example() -> Result<ExitCode> {
 }
 
 /// Runs `cargo ARGS` in the workspace root, with the private daemon's socket if given.
-fn cargo_step(root: &Path, args: &[&str], daemon: Option<&PrivateDockerd>) -> Result<()> {
+pub(crate) fn cargo_step(
+    root: &Path,
+    args: &[&str],
+    daemon: Option<&PrivateDockerd>,
+) -> Result<()> {
     let mut cmd = cargo(root, args);
     if let Some(daemon) = daemon {
         cmd.env(DOCKER_HOST_VAR, daemon.host());
@@ -250,7 +261,7 @@ fn cargo(root: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-fn header(title: &str) {
+pub(crate) fn header(title: &str) {
     eprintln!("==> {title}");
 }
 

@@ -32,7 +32,7 @@ pub fn open_store(store_root: &Path, closure_info: Option<&Path>) -> Result<Opti
     let mut store = Store::open(store_root)
         .with_context(|| format!("Cannot open the Nix store at {}", store_root.display()))?;
     if let Some(info) = closure_info {
-        let context = || format!("Key `closureInfo`: cannot read {}", info.display());
+        let context = || "The closure listing (`closureInfo` or --closure-info) cannot be used";
         if info.is_dir() {
             store = store
                 .with_registration(&info.join("registration"))

@@ -8,3 +8,5 @@ mod harness;
 mod build;
 
 mod docker;
+
+mod nix;

@@ -1,0 +1,226 @@
+//! `cargo xtask bench [small|large]`: buildimage against the reference pipeline of nixpkgs
+//! (`shared/bench/nixpkgs-buildimage.sh`) on the benchmark corpus
+//! (`shared/bench/make-corpus.py`), alternating runs, for each compressor.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::{self, Group};
+use crate::{apt, cargo_step, header};
+
+/// What the reference pipeline and the peak-memory measurement need.
+const PACKAGES: &[&str] = &["rsync", "pigz", "jq", "zstd", "tar", "time", "python3"];
+
+/// One compressor's figures.
+struct Row {
+    compressor: &'static str,
+    ours: Vec<f64>,
+    reference: Vec<f64>,
+    ratios: Vec<f64>,
+    rss_kib: Vec<u64>,
+    our_size: u64,
+    ref_size: u64,
+}
+
+/// Runs the benchmark for `size` (`small` or `large`) and prints a Markdown table.
+pub fn bench(root: &Path, size: &str) -> Result<()> {
+    if size != "small" && size != "large" {
+        bail!("unknown corpus size {size:?}: use small or large");
+    }
+    let shared = shared_dir(root)?;
+    header("install what the reference pipeline needs (apt-get)");
+    apt::ensure_installed(PACKAGES)?;
+    header("cargo build --release -p buildimage-cli");
+    cargo_step(
+        root,
+        &["build", "--release", "--locked", "-p", "buildimage-cli"],
+        None,
+    )?;
+    let binary = root.join("target/release/buildimage");
+
+    let work = root.join("target/bench");
+    let corpus = work.join(format!("corpus-{size}"));
+    header(&format!("corpus {}", corpus.display()));
+    let top = make_corpus(&shared, &corpus, size)?;
+    let top_in_store = format!(
+        "/nix/store/{}",
+        top.file_name()
+            .context("corpus top path")?
+            .to_string_lossy()
+    );
+    let runs = if size == "small" { 5 } else { 3 };
+    let mut rows = Vec::new();
+    for compressor in ["none", "gz", "zstd"] {
+        header(&format!("{compressor}: {runs} runs each, alternating"));
+        let spec = work.join(format!("spec-{compressor}.json"));
+        std::fs::write(
+            &spec,
+            format!(
+                r#"{{"name":"bench","tag":"latest","copyToRoot":"{top_in_store}","compressor":"{compressor}"}}"#
+            ),
+        )?;
+        let ext = match compressor {
+            "gz" => ".gz",
+            "zstd" => ".zst",
+            _ => "",
+        };
+        let ours_out = work.join(format!("buildimage.tar{ext}"));
+        let ref_out = work.join(format!("reference.tar{ext}"));
+        let time_file = work.join("time.txt");
+        let mut row = Row {
+            compressor,
+            ours: Vec::new(),
+            reference: Vec::new(),
+            ratios: Vec::new(),
+            rss_kib: Vec::new(),
+            our_size: 0,
+            ref_size: 0,
+        };
+        // One warm-up of each (page cache, first-run effects), then counted pairs.
+        for run in 0..=runs {
+            let _ = std::fs::remove_file(&ours_out);
+            let _ = std::fs::remove_file(&ref_out);
+            let mut ours = Command::new("/usr/bin/time");
+            ours.arg("-f")
+                .arg("%M")
+                .arg("-o")
+                .arg(&time_file)
+                .arg(&binary)
+                .arg("build")
+                .arg(&spec)
+                .arg("--store")
+                .arg(&corpus)
+                .arg("-o")
+                .arg(&ours_out);
+            let ours_secs = timed(&mut ours)?;
+            let rss: u64 = std::fs::read_to_string(&time_file)?
+                .lines()
+                .last()
+                .unwrap_or("0")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            let mut reference = Command::new("bash");
+            reference
+                .arg(shared.join("bench/nixpkgs-buildimage.sh"))
+                .arg(&corpus)
+                .arg(&ref_out)
+                .arg(compressor)
+                .arg(&top);
+            let ref_secs = timed(&mut reference)?;
+            if run == 0 {
+                continue;
+            }
+            eprintln!(
+                "  run {run}: buildimage {ours_secs:.3} s ({rss} KiB), reference {ref_secs:.3} s"
+            );
+            row.ours.push(ours_secs);
+            row.reference.push(ref_secs);
+            row.ratios.push(ours_secs / ref_secs);
+            row.rss_kib.push(rss);
+        }
+        row.our_size = std::fs::metadata(&ours_out)?.len();
+        row.ref_size = std::fs::metadata(&ref_out)?.len();
+        rows.push(row);
+    }
+    print!("{}", table(size, runs, &rows));
+    Ok(())
+}
+
+/// `shared/` beside the checkout (where CI and developers have it), or `BUILDIMAGE_SHARED`.
+fn shared_dir(root: &Path) -> Result<PathBuf> {
+    let dir =
+        std::env::var_os("BUILDIMAGE_SHARED").map_or_else(|| root.join("../shared"), PathBuf::from);
+    if !dir.join("bench/make-corpus.py").exists() {
+        bail!(
+            "the benchmark corpus script is not at {}: set BUILDIMAGE_SHARED to the folder \
+             holding bench/make-corpus.py and bench/nixpkgs-buildimage.sh",
+            dir.join("bench/make-corpus.py").display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Makes the corpus when missing (the script skips what exists) and returns its top path.
+fn make_corpus(shared: &Path, corpus: &Path, size: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(corpus)?;
+    let mut cmd = Command::new("python3");
+    cmd.arg(shared.join("bench/make-corpus.py"))
+        .arg(corpus)
+        .arg(size);
+    let out = process::output_with_timeout(&mut cmd, Duration::from_mins(20))?;
+    if !out.status.success() {
+        bail!(
+            "make-corpus.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let top = String::from_utf8(out.stdout)?.trim().to_owned();
+    Ok(PathBuf::from(top))
+}
+
+/// Runs `cmd` to completion, its output discarded, and returns its wall time in seconds.
+fn timed(cmd: &mut Command) -> Result<f64> {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let start = Instant::now();
+    let status = process::run(cmd, Group::Own)?;
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!(
+            "{} failed ({})",
+            process::display(cmd),
+            process::describe(status)
+        );
+    }
+    Ok(secs)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
+// Sizes and memory figures are far below 2^52: the float conversions are exact enough.
+#[allow(clippy::cast_precision_loss)]
+fn table(size: &str, runs: usize, rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\ncorpus {size}, {runs} alternating runs each after one warm-up, {} cores\n",
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    );
+    let _ = writeln!(
+        out,
+        "| compressor | buildimage median s | reference median s | ratio (median of pairs) | buildimage size | reference size | size ratio | buildimage peak RSS |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let rss = r.rss_kib.iter().copied().max().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "| {} | {:.3} | {:.3} | {:.3} | {} | {} | {:.4} | {:.1} MiB |",
+            r.compressor,
+            median(&r.ours),
+            median(&r.reference),
+            median(&r.ratios),
+            r.our_size,
+            r.ref_size,
+            r.our_size as f64 / r.ref_size as f64,
+            rss as f64 / 1024.0
+        );
+    }
+    out
+}
