@@ -51,6 +51,13 @@ pub struct BuildArgs {
 }
 
 fn main() -> ExitCode {
+    // runAsRoot's helper processes re-execute this binary: they must not meet clap.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == buildimage_sandbox::SANDBOX_COMMAND)
+    {
+        return buildimage_sandbox::sandbox_main(&std::env::args_os().collect::<Vec<_>>());
+    }
     let cli = Cli::parse();
     let signals = match signals::Signals::install() {
         Ok(s) => s,

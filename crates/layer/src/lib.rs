@@ -7,6 +7,10 @@
 //! streams the entries into any [`std::io::Write`], hashing as it goes, and hands back the
 //! destination with the layer's [`LayerDigest`] (diff id, tarsum, size).
 //!
+//! For `runAsRoot`, [`Tree::from_upper`] reads the overlay's upper folder after the script
+//! ran: every node keeps its real owner ([`Tree::owners`]), deletions become OCI whiteouts
+//! (`.wh.NAME`) and opaque folders get a `.wh..wh..opq` entry, written before their siblings.
+//!
 //! ```
 //! use buildimage_layer::{CopyOptions, LayerWriter, Owner, Tree, Warnings};
 //!
@@ -49,7 +53,10 @@ mod writer;
 pub use entry::{Entry, EntryKind, Owner};
 pub use error::{Error, Result};
 pub use header::{BLOCK, RECORD, archive_size, encode as encode_header, pad_to_block};
-pub use tree::{CopyOptions, Dir, Node, Tree, Warnings, listing_entries, resolve_host};
+pub use tree::{
+    CopyOptions, Dir, Node, OPAQUE_MARKER, Tree, UpperOptions, WHITEOUT_PREFIX, Warnings,
+    listing_entries, resolve_host,
+};
 pub use writer::{LayerDigest, LayerWriter, hex};
 
 /// Modification time of every entry when `SOURCE_DATE_EPOCH` is not set: 1980-01-01, the

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::tree::{Dir, Node, Tree, set_mode};
 
 /// Writes `tree` into the existing, empty directory `dest`: directories, file copies,
-/// symlinks, fifos and device nodes (device nodes need root), with the planned modes.
+/// in-memory files, symlinks, fifos and device nodes (device nodes need root), with the
+/// planned modes. Owners are not set: everything belongs to the caller.
 ///
 /// Directory modes are applied after their contents are written, so read-only directories
 /// (0555 store paths) can be filled.
@@ -41,6 +42,13 @@ fn write_dir(dir: &Dir, dest: &Path) -> Result<()> {
             Node::Symlink { target, .. } => {
                 symlink(OsStr::from_bytes(target), &path).map_err(|e| Error::io(&path, e))?;
             }
+            Node::Special {
+                kind: EntryKind::Data(data),
+                mode,
+            } => {
+                fs::write(&path, data).map_err(|e| Error::io(&path, e))?;
+                set_mode(&path, *mode)?;
+            }
             Node::Special { kind, mode } => {
                 let perm = Mode::from_bits_truncate(*mode);
                 let made = match kind {
@@ -57,7 +65,7 @@ fn write_dir(dir: &Dir, dest: &Path) -> Result<()> {
                         perm,
                         makedev(u64::from(*major), u64::from(*minor)),
                     ),
-                    _ => unreachable!("special nodes are fifos and devices"),
+                    _ => unreachable!("special nodes are fifos, devices and in-memory files"),
                 };
                 made.map_err(|e| Error::io(&path, e.into()))?;
                 set_mode(&path, *mode)?;

@@ -34,9 +34,10 @@ pub enum Node {
         /// Permission bits (0777 on Linux).
         mode: u32,
     },
-    /// Any other kept object: fifo or device node.
+    /// Any other kept object: fifo, device node, or a file whose bytes are held in memory
+    /// (the empty whiteout files of [`Tree::from_upper`]).
     Special {
-        /// The kind (never `Directory`, `File`, `Data` or `Symlink`).
+        /// The kind (never `Directory`, `File` or `Symlink`).
         kind: EntryKind,
         /// Permission bits.
         mode: u32,
@@ -78,6 +79,12 @@ impl Default for CopyOptions {
 pub struct Tree {
     /// The root directory (`./` in the tar).
     pub root: Dir,
+    /// Owners (uid, gid) recorded for single paths (components without `./`, the root is
+    /// the empty path). [`Tree::entries`] uses them instead of its `owner` argument. Filled
+    /// by [`Tree::from_upper`], which records the real owners of a `runAsRoot` layer;
+    /// [`Tree::insert`] forgets the owners of what it replaces, [`Tree::copy_from`] leaves
+    /// them alone.
+    pub owners: BTreeMap<Vec<u8>, (u64, u64)>,
 }
 
 impl Default for Tree {
@@ -87,7 +94,43 @@ impl Default for Tree {
                 mode: 0o755,
                 children: BTreeMap::new(),
             },
+            owners: BTreeMap::new(),
         }
+    }
+}
+
+/// The prefix of an OCI whiteout file: `.wh.NAME` deletes `NAME` of the lower layers.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+
+/// The OCI opaque-directory marker: its directory hides everything the lower layers had in it.
+pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// Permission bits of the whiteout files [`Tree::from_upper`] writes (`touch` under umask
+/// 022, as nixpkgs makes them).
+const WHITEOUT_MODE: u32 = 0o644;
+
+/// The extended attributes overlayfs marks opaque directories with: `trusted.` when mounted
+/// by real root, `user.` with the `userxattr` option (in a user namespace).
+const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// How [`Tree::from_upper`] reads owners from disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpperOptions {
+    /// The host user id that stands for root: 0 when the script ran as real root, the
+    /// caller's uid when it ran as root of a user namespace. Files owned by it are recorded
+    /// as owned by 0; other ids are kept as they are.
+    pub root_uid: u64,
+    /// The host group id that stands for root, as `root_uid`.
+    pub root_gid: u64,
+}
+
+impl UpperOptions {
+    fn owner(&self, md: &Metadata) -> (u64, u64) {
+        let map = |id: u64, root: u64| if id == root { 0 } else { id };
+        (
+            map(u64::from(md.uid()), self.root_uid),
+            map(u64::from(md.gid()), self.root_gid),
+        )
     }
 }
 
@@ -183,19 +226,55 @@ impl Tree {
         Ok(tree)
     }
 
+    /// Reads the upper directory of an overlay after a `runAsRoot` script ran on it: like
+    /// [`Tree::from_dir`], but every node records its real owner from disk (see
+    /// [`UpperOptions`]) in [`Tree::owners`], and overlayfs' markers become OCI ones: a
+    /// character device 0/0 `NAME` (a deletion) becomes an empty file `.wh.NAME`, and a
+    /// directory with the opaque attribute (`trusted.overlay.opaque` or
+    /// `user.overlay.opaque` set to `y`) gets an empty `.wh..wh..opq` file. Whiteout files
+    /// take the owner of what they come from and mode 0644.
+    pub fn from_upper(dir: &Path, options: &UpperOptions, warnings: &mut Warnings) -> Result<Tree> {
+        let md = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+        if !md.is_dir() {
+            return Err(Error::NotADirectory {
+                path: dir.to_owned(),
+                found: file_kind_name(&md),
+            });
+        }
+        let mut tree = Tree::new();
+        tree.root.mode = md.mode() & 0o7777;
+        tree.owners.insert(Vec::new(), options.owner(&md));
+        let mut reader = UpperReader {
+            options,
+            warnings,
+            owners: &mut tree.owners,
+        };
+        reader.read(dir, &mut tree.root, &mut Vec::new())?;
+        Ok(tree)
+    }
+
     /// Flattens the tree into tar entries in GNU tar `--sort=name` order: each directory
-    /// before its children, children in byte order, names starting with `./`.
+    /// before its children, children in byte order, names starting with `./`. Following the
+    /// OCI layer specification, whiteouts come before their siblings: within a directory
+    /// `.wh..wh..opq` first, then the other `.wh.` names, then the rest (byte order alone
+    /// would put names such as `.bashrc` or `-x` before them). Paths with an owner in
+    /// [`Tree::owners`] get that owner (named by [`Owner::numeric`]), the others `owner`.
     pub fn entries(&self, owner: &Owner, mtime: u64) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut name = b"./".to_vec();
+        let flat = Flattener {
+            owners: &self.owners,
+            owner,
+            mtime,
+        };
         out.push(Entry {
             name: name.clone(),
             kind: EntryKind::Directory,
             mode: self.root.mode,
-            owner: owner.clone(),
+            owner: flat.owner_of(b""),
             mtime,
         });
-        flatten(&self.root, &mut name, owner, mtime, &mut out);
+        flat.flatten(&self.root, &mut name, &mut out);
         out
     }
 
@@ -221,7 +300,8 @@ impl Tree {
 
     /// Puts `node` at `path` (components without `./`), replacing what was there and
     /// creating missing parent directories with mode `dir_mode`. A parent that exists but
-    /// is not a directory is replaced by one.
+    /// is not a directory is replaced by one. Owners recorded in [`Tree::owners`] for what
+    /// is replaced are forgotten; new nodes take the `owner` given to [`Tree::entries`].
     pub fn insert(&mut self, path: &[u8], node: Node, dir_mode: u32) {
         let parts: Vec<&[u8]> = path
             .split(|&b| b == b'/')
@@ -230,6 +310,20 @@ impl Tree {
         let Some((last, parents)) = parts.split_last() else {
             return;
         };
+        if !self.owners.is_empty() {
+            let mut at = Vec::new();
+            for part in &parts {
+                if !at.is_empty() {
+                    at.push(b'/');
+                }
+                at.extend_from_slice(part);
+                if !matches!(self.get(&at), Some(Node::Dir(_))) {
+                    forget_owners(&mut self.owners, &at);
+                    break;
+                }
+            }
+            forget_owners(&mut self.owners, &parts.join(&b'/'));
+        }
         let mut dir = &mut self.root;
         for part in parents {
             let child = dir
@@ -319,41 +413,182 @@ impl Tree {
     }
 }
 
-fn flatten(dir: &Dir, name: &mut Vec<u8>, owner: &Owner, mtime: u64, out: &mut Vec<Entry>) {
-    for (child, node) in &dir.children {
-        let len = name.len();
-        name.extend_from_slice(child);
-        let (kind, mode) = match node {
-            Node::Dir(_) => {
-                name.push(b'/');
-                (EntryKind::Directory, None)
-            }
-            Node::File { source, size, mode } => (
-                EntryKind::File {
-                    source: source.clone(),
-                    size: *size,
-                },
-                Some(*mode),
-            ),
-            Node::Symlink { target, mode } => (EntryKind::Symlink(target.clone()), Some(*mode)),
-            Node::Special { kind, mode } => (kind.clone(), Some(*mode)),
-        };
-        let mode = match node {
-            Node::Dir(d) => d.mode,
-            _ => mode.unwrap_or(0),
-        };
-        out.push(Entry {
-            name: name.clone(),
-            kind,
-            mode,
-            owner: owner.clone(),
-            mtime,
-        });
-        if let Node::Dir(d) = node {
-            flatten(d, name, owner, mtime, out);
-        }
-        name.truncate(len);
+/// Forgets the owners of `path` and everything below it.
+fn forget_owners(owners: &mut BTreeMap<Vec<u8>, (u64, u64)>, path: &[u8]) {
+    let below: Vec<Vec<u8>> = owners
+        .range(path.to_vec()..)
+        .map(|(k, _)| k)
+        .take_while(|k| k.starts_with(path))
+        .filter(|k| k.len() == path.len() || k[path.len()] == b'/')
+        .cloned()
+        .collect();
+    for key in below {
+        owners.remove(&key);
     }
+}
+
+/// The children of `dir` in the order they are written: the opaque marker, the other
+/// whiteouts, then the rest, each group in byte order.
+fn tar_order(dir: &Dir) -> impl Iterator<Item = (&Vec<u8>, &Node)> {
+    let is_whiteout = |name: &[u8]| name.starts_with(WHITEOUT_PREFIX);
+    dir.children
+        .get_key_value(OPAQUE_MARKER)
+        .into_iter()
+        .chain(
+            dir.children
+                .iter()
+                .filter(move |(n, _)| is_whiteout(n) && n.as_slice() != OPAQUE_MARKER),
+        )
+        .chain(dir.children.iter().filter(move |(n, _)| !is_whiteout(n)))
+}
+
+struct Flattener<'a> {
+    owners: &'a BTreeMap<Vec<u8>, (u64, u64)>,
+    owner: &'a Owner,
+    mtime: u64,
+}
+
+impl Flattener<'_> {
+    /// The owner of the path `key` (without `./` and trailing `/`).
+    fn owner_of(&self, key: &[u8]) -> Owner {
+        match self.owners.get(key) {
+            Some(&(uid, gid)) => Owner::numeric(uid, gid),
+            None => self.owner.clone(),
+        }
+    }
+
+    fn flatten(&self, dir: &Dir, name: &mut Vec<u8>, out: &mut Vec<Entry>) {
+        for (child, node) in tar_order(dir) {
+            let len = name.len();
+            name.extend_from_slice(child);
+            let owner = self.owner_of(&name[2..]);
+            let (kind, mode) = match node {
+                Node::Dir(d) => {
+                    name.push(b'/');
+                    (EntryKind::Directory, d.mode)
+                }
+                Node::File { source, size, mode } => (
+                    EntryKind::File {
+                        source: source.clone(),
+                        size: *size,
+                    },
+                    *mode,
+                ),
+                Node::Symlink { target, mode } => (EntryKind::Symlink(target.clone()), *mode),
+                Node::Special { kind, mode } => (kind.clone(), *mode),
+            };
+            out.push(Entry {
+                name: name.clone(),
+                kind,
+                mode,
+                owner,
+                mtime: self.mtime,
+            });
+            if let Node::Dir(d) = node {
+                self.flatten(d, name, out);
+            }
+            name.truncate(len);
+        }
+    }
+}
+
+/// Reads an overlay upper directory for [`Tree::from_upper`].
+struct UpperReader<'a> {
+    options: &'a UpperOptions,
+    warnings: &'a mut Warnings,
+    owners: &'a mut BTreeMap<Vec<u8>, (u64, u64)>,
+}
+
+impl UpperReader<'_> {
+    fn read(&mut self, source: &Path, dir: &mut Dir, prefix: &mut Vec<u8>) -> Result<()> {
+        for (name, path) in sorted_children(source)? {
+            let md = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let ft = md.file_type();
+            let mode = md.mode() & 0o7777;
+            let owner = self.options.owner(&md);
+            let len = prefix.len();
+            if len > 0 {
+                prefix.push(b'/');
+            }
+            if ft.is_char_device() && md.rdev() == 0 {
+                // overlayfs records a deletion as a character device 0/0 of the same name.
+                let mut whiteout = WHITEOUT_PREFIX.to_vec();
+                whiteout.extend_from_slice(&name);
+                prefix.extend_from_slice(&whiteout);
+                self.owners.insert(prefix.clone(), owner);
+                prefix.truncate(len);
+                dir.children.insert(whiteout, empty_file());
+                continue;
+            }
+            prefix.extend_from_slice(&name);
+            let node = if ft.is_dir() {
+                let mut child = Dir {
+                    mode,
+                    children: BTreeMap::new(),
+                };
+                self.read(&path, &mut child, prefix)?;
+                if is_opaque(&path) {
+                    let mut marker = prefix.clone();
+                    marker.push(b'/');
+                    marker.extend_from_slice(OPAQUE_MARKER);
+                    self.owners.insert(marker, owner);
+                    child.children.insert(OPAQUE_MARKER.to_vec(), empty_file());
+                }
+                Node::Dir(child)
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&path).map_err(|e| Error::io(&path, e))?;
+                Node::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                    mode,
+                }
+            } else if ft.is_file() {
+                Node::File {
+                    source: path,
+                    size: md.len(),
+                    mode,
+                }
+            } else if ft.is_fifo() {
+                Node::Special {
+                    kind: EntryKind::Fifo,
+                    mode,
+                }
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let (major, minor) = split_dev(md.rdev());
+                let kind = if ft.is_char_device() {
+                    EntryKind::CharDevice { major, minor }
+                } else {
+                    EntryKind::BlockDevice { major, minor }
+                };
+                Node::Special { kind, mode }
+            } else {
+                self.warnings.0.push(format!(
+                    "skipping socket {} (sockets cannot be stored in a layer)",
+                    path.display()
+                ));
+                prefix.truncate(len);
+                continue;
+            };
+            self.owners.insert(prefix.clone(), owner);
+            prefix.truncate(len);
+            dir.children.insert(name, node);
+        }
+        Ok(())
+    }
+}
+
+fn empty_file() -> Node {
+    Node::Special {
+        kind: EntryKind::Data(Vec::new()),
+        mode: WHITEOUT_MODE,
+    }
+}
+
+/// Whether overlayfs marked the directory opaque. A file system without extended
+/// attributes has no opaque directories.
+fn is_opaque(path: &Path) -> bool {
+    OPAQUE_XATTRS
+        .iter()
+        .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == b"y"))
 }
 
 struct Copier<'a> {
@@ -682,4 +917,149 @@ pub fn listing_entries(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{lchown, symlink};
+
+    use nix::sys::stat::{Mode, SFlag, mknod};
+
+    fn names(entries: &[Entry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect()
+    }
+
+    fn data(mode: u32) -> Node {
+        Node::Special {
+            kind: EntryKind::Data(Vec::new()),
+            mode,
+        }
+    }
+
+    #[test]
+    fn whiteouts_come_before_their_siblings() {
+        let mut tree = Tree::new();
+        for name in [".bashrc", "-x", ".wh.-y", ".wh.b", ".wh..wh..opq", "a"] {
+            tree.insert(format!("d/{name}").as_bytes(), data(0o644), 0o755);
+        }
+        let entries = tree.entries(&Owner::root(), 0);
+        assert_eq!(
+            names(&entries),
+            [
+                "./",
+                "./d/",
+                "./d/.wh..wh..opq",
+                "./d/.wh.-y",
+                "./d/.wh.b",
+                "./d/-x",
+                "./d/.bashrc",
+                "./d/a"
+            ]
+        );
+    }
+
+    #[test]
+    fn recorded_owners_win_and_insert_forgets_them() {
+        let mut tree = Tree::new();
+        tree.insert(b"a/b", data(0o644), 0o755);
+        tree.insert(b"c", data(0o644), 0o755);
+        tree.owners.insert(b"a".to_vec(), (7, 8));
+        tree.owners.insert(b"a/b".to_vec(), (1000, 0));
+        tree.owners.insert(b"c".to_vec(), (5, 5));
+        let owners = |tree: &Tree| -> Vec<(u64, u64, String)> {
+            tree.entries(&Owner::numeric(3, 3), 0)
+                .into_iter()
+                .map(|e| (e.owner.uid, e.owner.gid, e.owner.uname))
+                .collect()
+        };
+        assert_eq!(
+            owners(&tree),
+            [
+                (3, 3, String::new()),
+                (7, 8, String::new()),
+                (1000, 0, String::new()),
+                (5, 5, String::new())
+            ]
+        );
+        // Replacing `a` by a file forgets `a` and `a/b`; `c` is kept.
+        tree.insert(b"a", data(0o600), 0o755);
+        assert_eq!(
+            tree.owners.keys().cloned().collect::<Vec<_>>(),
+            [b"c".to_vec()]
+        );
+        // A file that becomes a parent directory loses its owner too.
+        tree.insert(b"c/d", data(0o600), 0o755);
+        assert!(tree.owners.is_empty());
+    }
+
+    #[test]
+    fn upper_dirs_give_whiteouts_opaque_markers_and_real_owners() {
+        let root = nix::unistd::geteuid().is_root();
+        let dir = tempfile::tempdir().unwrap();
+        let up = dir.path();
+        fs::create_dir(up.join("etc")).unwrap();
+        fs::write(up.join("etc/owned"), b"x").unwrap();
+        symlink("owned", up.join("etc/link")).unwrap();
+        fs::create_dir(up.join("opaque")).unwrap();
+        let marked = xattr::set(up.join("opaque"), "user.overlay.opaque", b"y").is_ok();
+        fs::create_dir(up.join("plain")).unwrap();
+        xattr::set(up.join("plain"), "user.overlay.opaque", b"n").ok();
+        if root {
+            mknod(
+                &up.join("etc/gone"),
+                SFlag::S_IFCHR,
+                Mode::empty(),
+                nix::sys::stat::makedev(0, 0),
+            )
+            .unwrap();
+            lchown(up.join("etc/owned"), Some(1000), Some(1001)).unwrap();
+            lchown(up.join("etc/link"), Some(5), Some(6)).unwrap();
+        }
+        let me = (
+            u64::from(nix::unistd::geteuid().as_raw()),
+            u64::from(nix::unistd::getegid().as_raw()),
+        );
+        let options = UpperOptions {
+            root_uid: me.0,
+            root_gid: me.1,
+        };
+        let tree = Tree::from_upper(up, &options, &mut Warnings::default()).unwrap();
+        let entries = tree.entries(&Owner::numeric(9, 9), 0);
+        let shown: Vec<(String, u64, u64)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.name).into_owned(),
+                    e.owner.uid,
+                    e.owner.gid,
+                )
+            })
+            .collect();
+        let mut expected = vec![("./".to_owned(), 0, 0), ("./etc/".to_owned(), 0, 0)];
+        if root {
+            expected.push(("./etc/.wh.gone".to_owned(), 0, 0));
+            expected.push(("./etc/link".to_owned(), 5, 6));
+            expected.push(("./etc/owned".to_owned(), 1000, 1001));
+        } else {
+            expected.push(("./etc/link".to_owned(), 0, 0));
+            expected.push(("./etc/owned".to_owned(), 0, 0));
+        }
+        expected.push(("./opaque/".to_owned(), 0, 0));
+        if marked {
+            expected.push(("./opaque/.wh..wh..opq".to_owned(), 0, 0));
+        }
+        expected.push(("./plain/".to_owned(), 0, 0));
+        assert_eq!(shown, expected);
+        for e in &entries {
+            if e.name.ends_with(b".wh.gone") || e.name.ends_with(OPAQUE_MARKER) {
+                assert_eq!(e.kind, EntryKind::Data(Vec::new()));
+                assert_eq!(e.mode, 0o644);
+            }
+        }
+        assert_eq!(entries[0].owner.uname, "root");
+    }
 }

@@ -1,0 +1,231 @@
+//! The init process (`__sandbox init`): PID 1 of the new PID namespace. It mounts `/proc`,
+//! `/sys`, `/dev` and the store in a mount namespace of its own, makes the merged tree its
+//! root and becomes the shell that runs the script.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+
+use nix::mount::{MntFlags, MsFlags, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::Signal;
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{chdir, chroot, pivot_root, setgroups};
+
+use crate::mounts::{bind_read_only, mount_at};
+use crate::protocol::{InitRequest, Report, read_request, write_report};
+
+/// `PATH` of the script, before the folder of a store shell is added.
+const PATH: &str = "/bin:/usr/bin:/sbin:/usr/sbin";
+
+/// Device nodes the sandbox's `/dev` gets, bound from the host's.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Parts of `/proc` that reach the host's kernel settings: made read-only.
+const PROC_READ_ONLY: [&str; 4] = ["sys", "sysrq-trigger", "irq", "bus"];
+
+/// Runs the init process. Returns only when it could not become the shell.
+pub(crate) fn main() -> ExitCode {
+    // First of all, so that no window is left in which the helper could die unnoticed.
+    set_pdeathsig(Signal::SIGKILL).ok();
+    // The report goes through a duplicate of standard output that closes when the shell
+    // starts; standard output itself becomes the script's (our standard error).
+    let mut report_out = match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(_) => return ExitCode::from(127),
+    };
+    let report = match read_request::<InitRequest>() {
+        Ok(req) => run(&req),
+        Err(report) => report,
+    };
+    write_report(&mut report_out, &report);
+    ExitCode::from(127)
+}
+
+/// Sets everything up and runs the shell; returns why it could not.
+fn run(req: &InitRequest) -> Report {
+    match setup(req) {
+        Ok(cmd) => {
+            let (mut cmd, shell) = cmd;
+            let err = cmd.exec();
+            Report::failed("run the shell", format!("{shell}: {err}"))
+        }
+        Err(report) => report,
+    }
+}
+
+fn setup(req: &InitRequest) -> Result<(Command, String), Report> {
+    // A mount namespace of our own: its mounts, and the new root, vanish with the last
+    // process of the sandbox, and the helper keeps seeing the host.
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| Report::failed("create the mount namespace", e))?;
+    let root = &req.root;
+    let hard = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+
+    // A fresh proc, mounted from inside the new PID namespace, so it shows only the sandbox.
+    let proc = root.join("proc");
+    mount_at(
+        "mount /proc",
+        Some(Path::new("proc")),
+        &proc,
+        Some("proc"),
+        hard,
+        None,
+    )?;
+    for part in PROC_READ_ONLY {
+        let path = proc.join(part);
+        if path.exists() {
+            bind_read_only("protect /proc", &path, &path, MsFlags::empty())?;
+        }
+    }
+
+    // A fresh sysfs, read-only: it shows the sandbox's network namespace, and nothing of
+    // the host's cgroups can be written through it.
+    let sys = root.join("sys");
+    if mount_at(
+        "mount /sys",
+        Some(Path::new("sysfs")),
+        &sys,
+        Some("sysfs"),
+        hard | MsFlags::MS_RDONLY,
+        None,
+    )
+    .is_err()
+    {
+        bind_read_only("bind /sys", Path::new("/sys"), &sys, MsFlags::empty())?;
+    }
+
+    setup_dev(&root.join("dev"))?;
+
+    if let Some(store) = &req.store {
+        bind_read_only(
+            "bind the store at /nix/store",
+            store,
+            &root.join("nix/store"),
+            MsFlags::empty(),
+        )?;
+    }
+
+    enter_root(root)?;
+    umask(Mode::from_bits_truncate(0o022));
+    // Real root keeps no supplementary groups of the caller; in a user namespace the
+    // groups cannot be changed (`setgroups` is denied) and are unmapped anyway.
+    setgroups(&[]).ok();
+
+    let shell = choose_shell(req.shell.as_deref())?;
+    let mut path = PATH.to_owned();
+    if let Some(dir) = Path::new(&shell).parent().and_then(Path::to_str)
+        && !path.split(':').any(|p| p == dir)
+    {
+        path.push(':');
+        path.push_str(dir);
+    }
+    let to_stderr = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Report::failed("pass standard error on", e))?;
+    let mut cmd = Command::new(&shell);
+    cmd.args(["-e", "-c", &req.script, "runAsRoot"])
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", "/root")
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        // Our caller's standard output may carry the image: the script's goes to stderr.
+        .stdout(Stdio::from(to_stderr))
+        .stderr(Stdio::inherit());
+    Ok((cmd, shell))
+}
+
+/// A small `/dev` of its own rather than the host's: a script that removes or creates
+/// device nodes changes nothing on the host.
+fn setup_dev(dev: &Path) -> Result<(), Report> {
+    let step = "set up /dev";
+    mount_at(
+        step,
+        Some(Path::new("tmpfs")),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
+        let node = dev.join(name);
+        File::create(&node)
+            .map_err(|e| Report::failed(step, format!("{}: {e}", node.display())))?;
+        mount_at(step, Some(&host), &node, None, MsFlags::MS_BIND, None)?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        symlink(target, dev.join(name)).map_err(|e| Report::failed(step, e))?;
+    }
+    let mkdir = |name: &str, mode: u32| {
+        let path = dev.join(name);
+        fs::create_dir(&path)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
+            .map_err(|e| Report::failed(step, format!("{}: {e}", path.display())))
+            .map(|()| path)
+    };
+    let pts = mkdir("pts", 0o755)?;
+    // Terminals are a nicety: a kernel or user namespace that refuses a private devpts
+    // leaves /dev/pts empty.
+    mount_at(
+        step,
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .ok();
+    let shm = mkdir("shm", 0o1777)?;
+    mount_at(
+        step,
+        Some(Path::new("tmpfs")),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+}
+
+/// Makes `root` the root: `pivot_root` so that the host's tree is not reachable at all,
+/// or `chroot` where the current root cannot be pivoted (an initramfs).
+fn enter_root(root: &Path) -> Result<(), Report> {
+    chdir(root).map_err(|e| Report::failed("enter the merged tree", e))?;
+    if pivot_root(".", ".").is_ok() {
+        // The old root now sits on top of the new one: detach it.
+        umount2(".", MntFlags::MNT_DETACH)
+            .map_err(|e| Report::failed("detach the host's root", e))?;
+    } else {
+        chroot(".").map_err(|e| Report::failed("chroot into the merged tree", e))?;
+    }
+    chdir("/").map_err(|e| Report::failed("enter the merged tree", e))
+}
+
+/// The shell that runs the script: the named one (in the image or the store), else the
+/// image's `/bin/sh`.
+fn choose_shell(named: Option<&str>) -> Result<String, Report> {
+    match named {
+        Some(shell) if shell.starts_with('/') && Path::new(shell).exists() => Ok(shell.to_owned()),
+        Some(shell) => Err(Report::ShellNotFound(shell.to_owned())),
+        None if Path::new("/bin/sh").exists() => Ok("/bin/sh".to_owned()),
+        None => Err(Report::NoShell),
+    }
+}

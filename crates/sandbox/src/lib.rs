@@ -1,0 +1,403 @@
+//! Runs `runAsRoot` scripts without a virtual machine: Linux namespaces, an overlay of the
+//! image's layers, and a chroot.
+//!
+//! nixpkgs runs `runAsRoot` as root in a QEMU machine. This crate gives the script the same
+//! world with kernel features only: a root file system made of the base layers
+//! ([`extract_layer`] unpacks each into an overlay lower folder) under an upper folder that
+//! holds the staged `copyToRoot` and receives every change, store paths at `/nix/store`
+//! (read-only), uid 0 with the power to `chown`, `chmod` and `mknod`, and working directory
+//! `/`. After the run the upper folder is the layer diff; `buildimage_layer`'s
+//! `Tree::from_upper` reads it with real owners and turns overlay deletions into OCI
+//! whiteouts.
+//!
+//! The work happens in two helper processes that re-execute the calling binary, so the
+//! crate needs no `fork` and no `unsafe`: the binary's `main` must hand `argv` to
+//! [`sandbox_main`] when `argv[1]` is [`SANDBOX_COMMAND`], before parsing anything else.
+//!
+//! ```no_run
+//! use std::path::{Path, PathBuf};
+//! use std::process::ExitCode;
+//!
+//! use buildimage_sandbox::{RootRun, SANDBOX_COMMAND, extract_layer, run_as_root, sandbox_main};
+//!
+//! fn main() -> ExitCode {
+//!     let args: Vec<_> = std::env::args_os().collect();
+//!     if args.get(1).is_some_and(|a| a == SANDBOX_COMMAND) {
+//!         return sandbox_main(&args);
+//!     }
+//!     let work = tempfile::tempdir().unwrap();
+//!     extract_layer(Path::new("base/layer.tar"), &work.path().join("lower0")).unwrap();
+//!     std::fs::create_dir(work.path().join("upper")).unwrap();
+//!     let run = RootRun {
+//!         lower: vec![work.path().join("lower0")],
+//!         upper: work.path().join("upper"),
+//!         work: work.path().join("work"),
+//!         script: "mkdir -p /data && echo hello > /data/hello".to_owned(),
+//!         shell: None,
+//!         store: Some(PathBuf::from("/nix/store")),
+//!     };
+//!     match run_as_root(&run, Path::new("/proc/self/exe")) {
+//!         Ok(()) => ExitCode::SUCCESS, // upper/data/hello now exists
+//!         Err(e) => {
+//!             eprintln!("error: {e}");
+//!             ExitCode::FAILURE
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! # How a run goes
+//!
+//! 1. The caller ([`run_as_root`]) makes a scratch folder inside [`RootRun::work`] and
+//!    starts `BINARY __sandbox` with the request as JSON on its standard input.
+//! 2. The helper (without root: after mapping the caller to root in a new user namespace)
+//!    unshares the mount, PID, IPC, UTS and network namespaces, makes every mount private,
+//!    mounts the overlay (a bind of the upper folder when there are no base layers), and
+//!    creates the missing mount points `dev`, `proc`, `sys`, `tmp`, `nix/store`.
+//! 3. It starts `BINARY __sandbox init`, PID 1 of the new PID namespace, which in a mount
+//!    namespace of its own mounts a fresh `/proc`, a read-only `/sys`, a small `/dev` and
+//!    the store, pivots into the tree and becomes `sh -e -c SCRIPT`.
+//! 4. The helper waits, removes the mount points it created (`tmp` stays, as in nixpkgs),
+//!    unmounts the overlay and reports how the script ended; the caller removes the
+//!    scratch folder and turns the report into a [`Result`].
+//!
+//! # Determinism
+//!
+//! The script sees a fixed environment: `PATH=/bin:/usr/bin:/sbin:/usr/sbin` (plus the
+//! folder of a shell given by path), `HOME=/root`, `TZ=UTC`, `LC_ALL=C`, umask 022, host
+//! name `localhost`, working directory `/`, standard input `/dev/null`, no network but a
+//! loopback device that is down. What it does with the clock or random numbers is its own
+//! business. Directories the sandbox creates get mode 0755 whatever the caller's umask.
+//!
+//! # Safety of the host
+//!
+//! This is isolation against accidents, not a security boundary: the script runs as root
+//! (real root when the caller is root) and is trusted as much as nixpkgs trusts it in its
+//! virtual machine.
+//!
+//! - All mounts live in private mount namespaces and disappear with the sandbox's last
+//!   process; the helper dies with its caller and the init process with the helper
+//!   (parent-death signals), and the kernel kills every process of the PID namespace when
+//!   its PID 1 ends. A SIGINT or SIGTERM to the caller therefore leaves nothing mounted and
+//!   nothing running; see [`run_as_root_interruptible`] for callers that catch them.
+//! - The tree is entered with `pivot_root` and the host's root is detached, so no host path
+//!   is reachable. `/dev` is a fresh tmpfs with `null`, `zero`, `full`, `random`, `urandom`
+//!   and `tty` bound from the host, not the host's `/dev`; `/sys` is a fresh read-only
+//!   sysfs; `/proc/sys`, `/proc/sysrq-trigger`, `/proc/irq` and `/proc/bus` are
+//!   read-only; the store is bound read-only; the network namespace has no interfaces.
+//! - [`extract_layer`] writes nothing outside its destination whatever the tar holds.
+
+mod error;
+mod extract;
+mod helper;
+mod init;
+mod mounts;
+mod protocol;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, getegid, geteuid};
+use serde::{Deserialize, Serialize};
+
+pub use error::{Error, Result};
+pub use extract::extract_layer;
+
+use crate::protocol::{HelperRequest, Report};
+
+/// `argv[1]` of the helper processes. The binary given to [`run_as_root`] must pass its
+/// `argv` to [`sandbox_main`] when it sees this.
+pub const SANDBOX_COMMAND: &str = "__sandbox";
+
+/// `argv[2]` of the init process (`BINARY __sandbox init`).
+const INIT_ROLE: &str = "init";
+
+/// Linux's limit on one argument (`MAX_ARG_STRLEN`, 32 pages), less the final NUL.
+const MAX_SCRIPT: usize = 32 * 4096 - 1;
+
+/// How long a helper that was asked to stop may take to clean up before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How often the caller looks whether the helper ended or a stop was asked for.
+const POLL: Duration = Duration::from_millis(10);
+
+/// One `runAsRoot` run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RootRun {
+    /// The extracted base layers, lowest first (see [`extract_layer`]). Empty: the upper
+    /// folder alone is the root, bind-mounted (as nixpkgs does without `fromImage`).
+    pub lower: Vec<PathBuf>,
+    /// The overlay's upper folder: the staged `copyToRoot`, which receives every change the
+    /// script makes (deletions of lower objects as character devices 0/0, folders that
+    /// replace lower ones marked opaque).
+    pub upper: PathBuf,
+    /// A folder on the same file system as `upper`, created when missing, for overlay's
+    /// work folder and the mount point. Everything the run puts there is removed before
+    /// [`run_as_root`] returns; the folder itself is left to the caller.
+    pub work: PathBuf,
+    /// The shell code, run with `sh -e -c`.
+    pub script: String,
+    /// `runAsRootShell`: the shell, an absolute path inside the image or under
+    /// `/nix/store`. When unset the image's `/bin/sh` runs the script.
+    pub shell: Option<String>,
+    /// The host's store folder itself (`DIR/nix/store` for `--store DIR`), bound read-only
+    /// at `/nix/store`.
+    pub store: Option<PathBuf>,
+}
+
+/// The entry point of the helper processes: call it with the whole `argv` when `argv[1]` is
+/// [`SANDBOX_COMMAND`], and return its exit code from `main`.
+pub fn sandbox_main(args: &[OsString]) -> ExitCode {
+    match args.get(2) {
+        None => helper::main(),
+        Some(role) if role == INIT_ROLE => init::main(),
+        Some(role) => {
+            eprintln!("error: unknown sandbox role {}", role.to_string_lossy());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `req.script` as root in the sandbox (see the crate documentation) and waits for
+/// it. `self_exe` is a binary whose `main` dispatches [`SANDBOX_COMMAND`] to
+/// [`sandbox_main`]; `/proc/self/exe` names the running one.
+///
+/// The script's standard output and standard error both go to our standard error.
+pub fn run_as_root(req: &RootRun, self_exe: &Path) -> Result<()> {
+    run_as_root_interruptible(req, self_exe, &AtomicBool::new(false))
+}
+
+/// [`run_as_root`] for a caller that catches SIGINT and SIGTERM itself: when `stop` turns
+/// true, the sandbox is torn down (every process killed, everything unmounted) and
+/// [`Error::Interrupted`] returned.
+pub fn run_as_root_interruptible(req: &RootRun, self_exe: &Path, stop: &AtomicBool) -> Result<()> {
+    if req.script.len() > MAX_SCRIPT {
+        return Err(Error::ScriptTooLong {
+            len: req.script.len(),
+            max: MAX_SCRIPT,
+        });
+    }
+    let dir = |path: &Path, what: &'static str| -> Result<PathBuf> {
+        match fs::metadata(path) {
+            Ok(md) if md.is_dir() => fs::canonicalize(path).map_err(|e| Error::io(path, e)),
+            Ok(_) => Err(Error::BadRequest {
+                path: path.to_owned(),
+                reason: what,
+            }),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    };
+    let mut run = req.clone();
+    run.upper = dir(&req.upper, "the upper folder is not a folder")?;
+    run.lower = req
+        .lower
+        .iter()
+        .map(|l| dir(l, "a lower folder is not a folder"))
+        .collect::<Result<_>>()?;
+    if let Some(store) = &req.store {
+        run.store = Some(dir(store, "the store is not a folder")?);
+    }
+    fs::create_dir_all(&req.work).map_err(|e| Error::io(&req.work, e))?;
+    let scratch = Scratch::new(&req.work)?;
+    scratch.fill(&run)?;
+    let unprivileged = !geteuid().is_root();
+
+    let request = HelperRequest {
+        run,
+        scratch: scratch.path.clone(),
+        parent: i32::try_from(std::process::id()).unwrap_or(0),
+    };
+    let mut child = Command::new(self_exe)
+        .arg(SANDBOX_COMMAND)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::Spawn {
+            path: self_exe.to_owned(),
+            source: e,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that died at once is reported below, from its exit status.
+        serde_json::to_writer(&mut stdin, &request).ok();
+    }
+    let (status, stopped) = wait_helper(&mut child, stop).map_err(|e| Error::io(self_exe, e))?;
+    let mut text = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut text)
+            .map_err(|e| Error::io(self_exe, e))?;
+    }
+    let removed = scratch.remove();
+    if stopped {
+        return Err(Error::Interrupted);
+    }
+    let Ok(report) = serde_json::from_slice::<Report>(&text) else {
+        return Err(Error::Helper {
+            path: self_exe.to_owned(),
+            status: describe(status),
+        });
+    };
+    match report {
+        Report::Exited(0) => {}
+        Report::Exited(status) => {
+            return Err(Error::ScriptFailed {
+                status,
+                unprivileged,
+            });
+        }
+        Report::Signaled(signal) => return Err(Error::ScriptKilled { signal }),
+        Report::Interrupted => return Err(Error::Interrupted),
+        Report::NoShell => return Err(Error::NoShell),
+        Report::ShellNotFound(shell) => return Err(Error::ShellNotFound { shell }),
+        Report::UserNamespace(message) => return Err(Error::UserNamespace { message }),
+        Report::Failed { step, message } => return Err(Error::Setup { step, message }),
+    }
+    removed
+}
+
+/// Waits for the helper; when `stop` turns true asks it to stop (SIGTERM), and kills it
+/// when it takes longer than [`STOP_GRACE`]. Returns its status and whether it was stopped.
+fn wait_helper(
+    child: &mut std::process::Child,
+    stop: &AtomicBool,
+) -> std::io::Result<(ExitStatus, bool)> {
+    let mut asked: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, asked.is_some()));
+        }
+        match asked {
+            None if stop.load(Ordering::SeqCst) => {
+                let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+                kill(pid, Signal::SIGTERM).ok();
+                asked = Some(Instant::now());
+            }
+            Some(when) if when.elapsed() > STOP_GRACE => {
+                child.kill().ok();
+            }
+            _ => {}
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown status".to_owned(),
+    }
+}
+
+/// The ids on disk that stand for root after a run: `(0, 0)` for a caller that is root;
+/// otherwise the caller's effective ids, which the sandbox's user namespace maps to root.
+/// `buildimage_layer::UpperOptions` wants them to read the upper folder.
+pub fn host_root_ids() -> (u64, u64) {
+    if geteuid().is_root() {
+        (0, 0)
+    } else {
+        (u64::from(geteuid().as_raw()), u64::from(getegid().as_raw()))
+    }
+}
+
+/// Whether this process runs in a user namespace other than the initial one.
+fn in_user_namespace() -> bool {
+    fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| !map.split_whitespace().eq(["0", "0", "4294967295"]))
+}
+
+/// Whether overlayfs must use `user.overlay.*` attributes (`userxattr`): `trusted.*` ones
+/// need root in the initial user namespace.
+fn needs_userxattr() -> bool {
+    !geteuid().is_root() || in_user_namespace()
+}
+
+/// The scratch folder of one run inside [`RootRun::work`].
+struct Scratch {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl Scratch {
+    fn new(work: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(".sandbox-")
+            .tempdir_in(work)
+            .map_err(|e| Error::io(work, e))?;
+        Ok(Scratch {
+            path: dir.keep(),
+            removed: false,
+        })
+    }
+
+    /// `root` (the mount point), `ovl` (overlay's work folder), and symlinks `upper` and
+    /// `lower/N` to the request's folders.
+    fn fill(&self, run: &RootRun) -> Result<()> {
+        let mkdir = |name: &str| {
+            let path = self.path.join(name);
+            fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io(&path, e))
+        };
+        mkdir("root")?;
+        mkdir("ovl")?;
+        mkdir("lower")?;
+        let link = |target: &Path, name: &str| {
+            let path = self.path.join(name);
+            symlink(target, &path).map_err(|e| Error::io(&path, e))
+        };
+        link(&run.upper, "upper")?;
+        for (i, lower) in run.lower.iter().enumerate() {
+            link(lower, &format!("lower/{i}"))?;
+        }
+        Ok(())
+    }
+
+    fn remove(mut self) -> Result<()> {
+        self.removed = true;
+        remove_all(&self.path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.removed {
+            remove_all(&self.path).ok();
+        }
+    }
+}
+
+/// Removes a folder tree, first making its folders accessible (overlayfs leaves its work
+/// folder with mode 0000). Symlinks are never followed.
+fn remove_all(path: &Path) -> Result<()> {
+    fn unlock(dir: &Path) -> Result<()> {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(dir, e))?;
+        for item in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let item = item.map_err(|e| Error::io(dir, e))?;
+            if item
+                .file_type()
+                .map_err(|e| Error::io(item.path(), e))?
+                .is_dir()
+            {
+                unlock(&item.path())?;
+            }
+        }
+        Ok(())
+    }
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+        Ok(_) => {}
+    }
+    unlock(path)?;
+    fs::remove_dir_all(path).map_err(|e| Error::io(path, e))
+}
