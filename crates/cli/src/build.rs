@@ -12,7 +12,7 @@ use buildimage_archive::{
     BaseFs, BaseImage, Compressed, Compressor, ImageSpec, Select, Tag, merge_base_config,
     write_image,
 };
-use buildimage_layer::{CopyOptions, DEFAULT_MTIME, Owner, Tree, Warnings, stage};
+use buildimage_layer::{CopyOptions, DEFAULT_MTIME, Owner, Tree, UpperOptions, Warnings, stage};
 
 use buildimage_nixdb::StorePath;
 
@@ -100,9 +100,19 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     };
     signals.check()?;
 
-    // extraCommands needs real files to run in: stage the tree, run, plan again from it.
+    // Scripts need real files to run in: stage the tree, run, plan again from the result.
     // The staging folder must live until the layer is written, since entries point into it.
-    let _staging = if spec.extra_commands.is_empty() {
+    let staging = if let Some(script) = &spec.run_as_root {
+        Some(run_as_root(
+            &mut tree,
+            script,
+            &spec,
+            base.as_ref(),
+            &args.store,
+            signals,
+            &mut warnings,
+        )?)
+    } else if spec.extra_commands.is_empty() {
         None
     } else {
         let staging = Scratch::new("buildimage-stage.")?;
@@ -132,7 +142,14 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
         spec.inherit_config,
     );
     phases.end("includeNixDB and extraCommands");
-    let mut entries = tree.entries(&Owner::numeric(spec.uid.into(), spec.gid.into()), mtime);
+    // In root mode the owners are the real ones the script left (recorded in the tree);
+    // `uid` and `gid` apply to pure mode only, as in nixpkgs.
+    let owner = if spec.run_as_root.is_some() {
+        Owner::root()
+    } else {
+        Owner::numeric(spec.uid.into(), spec.gid.into())
+    };
+    let mut entries = tree.entries(&owner, mtime);
     // The layer's runtime closure: every store path its files or its config name, and
     // everything those reference.
     let mut store_paths = Vec::new();
@@ -175,6 +192,7 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
         Compressed::new(output, compressor, threads).context("Cannot start the compressor")?;
     let (stream, summary) = write_image(stream, &image, &entries, Some(signals.flag()))
         .with_context(|| format!("Writing {} failed", shown.display()))?;
+    drop(staging);
     let output = stream
         .finish()
         .with_context(|| format!("Writing {} failed", shown.display()))?;
@@ -234,13 +252,77 @@ fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
 
 /// Features whose implementation has not landed yet fail loudly instead of being ignored.
 fn refuse_unsupported(spec: &Spec) -> Result<()> {
-    if spec.run_as_root.is_some() {
-        bail!("Key `runAsRoot`: running scripts as root is not supported yet");
+    if spec.run_as_root_shell.is_some() && spec.run_as_root.is_none() {
+        bail!("Key `runAsRootShell` needs `runAsRoot`: there is no script to run");
     }
     if spec.inherit_config && spec.from_image.is_none() {
         bail!("Key `inheritConfig` needs `fromImage`: there is no base config to inherit");
     }
     Ok(())
+}
+
+/// Root mode: the base layers extracted as the overlay's lower folders, `copyToRoot` staged
+/// as its upper folder, `runAsRoot` run as root in namespaces over it, then `extraCommands`
+/// in the upper folder, which is read back (deletions as whiteouts, real owners) as the
+/// layer. Returns the scratch folder holding it.
+fn run_as_root(
+    tree: &mut Tree,
+    script: &str,
+    spec: &Spec,
+    base: Option<&BaseImage>,
+    store_root: &Path,
+    signals: &Signals,
+    warnings: &mut Warnings,
+) -> Result<Scratch> {
+    let scratch = Scratch::new("buildimage-root.")?;
+    let mut lower = Vec::new();
+    if let Some(base) = base {
+        // The base's layers in order, each once (the last occurrence counts, as nixpkgs).
+        let mut seen = BTreeSet::new();
+        let mut layers = Vec::new();
+        for layer in base.layers.iter().rev() {
+            if seen.insert(layer.diff_id) {
+                layers.push(layer);
+            }
+        }
+        layers.reverse();
+        for (i, layer) in layers.iter().enumerate() {
+            let dir = scratch.path().join(format!("lower-{i}"));
+            fs_err::create_dir(&dir)?;
+            buildimage_sandbox::extract_layer(&layer.path, &dir).with_context(|| {
+                format!("Key `fromImage`: cannot extract layer {}", layer.member)
+            })?;
+            lower.push(dir);
+            signals.check()?;
+        }
+    }
+    let upper = scratch.path().join("upper");
+    fs_err::create_dir(&upper)?;
+    stage::materialize(tree, &upper).context("Staging copyToRoot for `runAsRoot` failed")?;
+    let store = store_root.join("nix/store");
+    let request = buildimage_sandbox::RootRun {
+        lower,
+        upper: upper.clone(),
+        work: scratch.path().join("work"),
+        script: script.to_owned(),
+        shell: spec.run_as_root_shell.clone(),
+        store: store.is_dir().then_some(store),
+    };
+    signals.check()?;
+    let result = buildimage_sandbox::run_as_root_interruptible(
+        &request,
+        Path::new("/proc/self/exe"),
+        signals.flag(),
+    );
+    signals.check()?;
+    result.context("Key `runAsRoot`: the script failed")?;
+    if !spec.extra_commands.is_empty() {
+        crate::script::run("extraCommands", &spec.extra_commands, &upper, signals)?;
+    }
+    let (root_uid, root_gid) = buildimage_sandbox::host_root_ids();
+    *tree = Tree::from_upper(&upper, &UpperOptions { root_uid, root_gid }, warnings)
+        .context("Reading the layer back after `runAsRoot` failed")?;
+    Ok(scratch)
 }
 
 /// `includeNixDB`: a database of the closure of `copyToRoot` in the layer, with GC roots

@@ -236,11 +236,11 @@ fn from_image_that_is_not_an_image_archive_is_rejected() {
 }
 
 #[test]
-fn run_as_root_is_not_supported_yet() {
+fn run_as_root_without_a_shell_in_the_image_is_rejected() {
     fails(
         r#"{"name": "x", "runAsRoot": "touch /x"}"#,
         &[],
-        &["`runAsRoot`", "not supported yet"],
+        &["`runAsRoot`", "/bin/sh"],
     );
 }
 
