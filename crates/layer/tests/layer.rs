@@ -389,7 +389,9 @@ fn tree_spec() -> impl Strategy<Value = Vec<(String, Spec)>> {
         )
             .prop_map(|(d, m)| Spec::File(d, m)),
         prop_oneof![Just(0o755u32), Just(0o700), Just(0o1777)].prop_map(Spec::Dir),
-        "[a-c./]{1,8}".prop_map(Spec::Link),
+        // Relative targets that stay inside the tree (a `..` could reach the folder that
+        // holds the tree, which differs between the two copies compared).
+        prop_oneof!["[a-c]{1,2}(/[a-c]{1,2}){0,2}", Just(".".to_owned())].prop_map(Spec::Link),
     ];
     proptest::collection::vec((name, spec), 1..25)
 }
