@@ -52,4 +52,4 @@ pub use error::{Error, Result};
 pub use json::{jq, jshon};
 pub use outer::{Counting, OuterTar};
 pub use read::{BaseFs, BaseImage, BaseLayer, Select};
-pub use write::{ImageSpec, ImageSummary, Tag, write_image};
+pub use write::{ImageSpec, ImageSummary, LayerEntries, Tag, write_image};

@@ -7,13 +7,33 @@ use std::sync::atomic::AtomicBool;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use buildimage_layer::{Entry, LayerDigest, LayerWriter, hex, plan_digest, planned_size};
+use buildimage_layer::{Entry, LayerDigest, LayerWriter, Plan, hex};
 
 use crate::config::{
     ImageConfig, LayerMeta, ManifestEntry, RootFs, manifest_bytes, repositories_bytes,
 };
 use crate::error::Result;
 use crate::outer::OuterTar;
+
+/// The planned entries of a layer, produced in order as often as the writer needs them:
+/// once to plan (size and digest), once to write. A large store closure can so be listed
+/// path by path instead of being held in memory whole.
+pub trait LayerEntries {
+    /// Calls `f` with every entry, in order.
+    fn each(&self, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()>;
+}
+
+impl LayerEntries for [Entry] {
+    fn each(&self, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
+        self.iter().try_for_each(f)
+    }
+}
+
+impl LayerEntries for Vec<Entry> {
+    fn each(&self, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
+        self.iter().try_for_each(f)
+    }
+}
 
 /// How the tag of the image is chosen.
 pub enum Tag<'a> {
@@ -54,7 +74,8 @@ pub struct ImageSummary {
     pub tag: String,
 }
 
-/// Writes a docker-archive holding one layer made of `entries` into `out`.
+/// Writes a docker-archive holding one layer, made of the entries `layer` produces, into
+/// `out`.
 ///
 /// The members come in this order: `./`, the layer folder with `VERSION` and `layer.tar`
 /// (streamed straight from the sources, its size known from the plan), the layer's `json`,
@@ -63,7 +84,7 @@ pub struct ImageSummary {
 pub fn write_image<W: Write>(
     out: W,
     spec: &ImageSpec<'_>,
-    entries: &[Entry],
+    layer: &dyn LayerEntries,
     cancel: Option<&Arc<AtomicBool>>,
 ) -> Result<(W, ImageSummary)> {
     let mut tar = OuterTar::new(out, spec.mtime);
@@ -91,16 +112,22 @@ pub fn write_image<W: Write>(
         created: &spec.created,
         parent: spec.base.map(|b| b.config_digest.as_str()),
     };
-    let layer_id = meta.layer_id(&plan_digest(entries));
+    // First pass over the entries: the size the layer will have and its plan digest.
+    let mut plan = Plan::default();
+    layer.each(&mut |entry| {
+        plan.add(entry);
+        Ok(())
+    })?;
+    let layer_id = meta.layer_id(&plan.digest());
     tar.dir(&format!("{layer_id}/"))?;
     tar.file(&format!("{layer_id}/VERSION"), b"1.0")?;
     let layer_path = format!("{layer_id}/layer.tar");
-    let digest = tar.stream(&layer_path, planned_size(entries), |out| {
+    let digest = tar.stream(&layer_path, plan.size(), |out| {
         let mut writer = LayerWriter::new(out);
         if let Some(flag) = cancel {
             writer.cancel_on(flag.clone());
         }
-        writer.append_all(entries)?;
+        layer.each(&mut |entry| Ok(writer.append(entry)?))?;
         Ok(writer.finish()?.1)
     })?;
     tar.file(

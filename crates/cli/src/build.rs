@@ -48,9 +48,13 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     // The base image: read once into a private scratch folder, checked, merged view built.
     let base = match &spec.from_image {
         Some(path) => {
-            let select = Select {
-                name: spec.from_image_name.as_deref(),
-                tag: spec.from_image_tag.as_deref(),
+            // The spec parser already warned about a lone fromImageName or fromImageTag.
+            let select = match (&spec.from_image_name, &spec.from_image_tag) {
+                (Some(name), Some(tag)) => Select {
+                    name: Some(name),
+                    tag: Some(tag),
+                },
+                _ => Select::default(),
             };
             let (base, notes) = BaseImage::open(path, select, &std::env::temp_dir())
                 .with_context(|| format!("Key `fromImage`: cannot use {}", path.display()))?;
@@ -149,22 +153,32 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     } else {
         Owner::numeric(spec.uid.into(), spec.gid.into())
     };
-    let mut entries = tree.entries(&owner, mtime);
+    let entries = tree.entries(&owner, mtime);
     // The layer's runtime closure: every store path its files or its config name, and
     // everything those reference.
-    let mut store_paths = Vec::new();
-    if let Some(store) = &store {
-        let config_json = serde_json::to_vec(&config)?;
-        let roots = closure::find_roots(store, &tree, &[&config_json])
-            .context("Scanning the layer for store paths failed")?;
-        let closure = store
-            .closure(&roots)
-            .context("Computing the closure of the layer failed")?;
-        entries.extend(closure::closure_entries(
-            store, &closure, &tree, &base_fs, mtime,
-        )?);
-        store_paths = closure.paths().map(|p| p.as_str().to_owned()).collect();
-    }
+    let closure = match &store {
+        Some(store) => {
+            let config_json = serde_json::to_vec(&config)?;
+            let roots = closure::find_roots(store, &tree, &[&config_json])
+                .context("Scanning the layer for store paths failed")?;
+            let closure = store
+                .closure(&roots)
+                .context("Computing the closure of the layer failed")?;
+            Some((store, closure))
+        }
+        None => None,
+    };
+    let store_paths: Vec<String> = closure
+        .iter()
+        .flat_map(|(_, c)| c.paths().map(|p| p.as_str().to_owned()))
+        .collect();
+    let layer = closure::Layer::new(
+        entries,
+        closure.as_ref().map(|(s, c)| (*s, c)),
+        &tree,
+        &base_fs,
+        mtime,
+    );
     phases.end("find the store closure");
     signals.check()?;
     let created = match &spec.created {
@@ -190,7 +204,7 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let stream =
         Compressed::new(output, compressor, threads).context("Cannot start the compressor")?;
-    let (stream, summary) = write_image(stream, &image, &entries, Some(signals.flag()))
+    let (stream, summary) = write_image(stream, &image, &layer, Some(signals.flag()))
         .with_context(|| format!("Writing {} failed", shown.display()))?;
     drop(staging);
     let output = stream
@@ -443,8 +457,8 @@ impl Drop for Scratch {
     }
 }
 
-/// Wall time of each step, printed on standard error when `BUILDIMAGE_TIMINGS` is set: how
-/// docs/performance.md breaks a build down.
+/// Wall time and peak memory after each step, printed on standard error when
+/// `BUILDIMAGE_TIMINGS` is set: how docs/performance.md breaks a build down.
 struct Phases {
     last: Option<std::time::Instant>,
 }
@@ -459,7 +473,19 @@ impl Phases {
     fn end(&mut self, what: &str) {
         if let Some(last) = self.last.as_mut() {
             let now = std::time::Instant::now();
-            eprintln!("timing: {what}: {:.3} s", (now - *last).as_secs_f64());
+            // The peak resident set so far, as the kernel counts it.
+            let peak = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmHWM:"))
+                        .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "timing: {what}: {:.3} s (peak RSS so far {peak})",
+                (now - *last).as_secs_f64()
+            );
             *last = now;
         }
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use buildimage_archive::BaseFs;
-use buildimage_layer::{Entry, EntryKind, Node, Owner, Tree, listing_entries};
+use buildimage_archive::{BaseFs, LayerEntries};
+use buildimage_layer::{Entry, EntryKind, Node, Owner, Tree, for_each_by_path};
 use buildimage_nixdb::{Closure, Store, StorePath, write_db};
 
 /// Mode of the `/nix` and `/nix/store` entries added in front of a closure: every user can
@@ -73,50 +73,89 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
     Ok(store.paths_with_hash_parts(&hashes)?)
 }
 
-/// The entries appended after the layer's own for `closure`: `./nix/` and `./nix/store/`
-/// (mode 0555) when neither the layer nor the base image has a `nix/store`, then every file
-/// of every path, owned by root, sorted by the byte order of the full path, leaving out
-/// paths the layer or the base image (whiteouts applied) already has.
-pub fn closure_entries(
-    store: &Store,
-    closure: &Closure,
-    layer: &Tree,
-    base: &BaseFs,
+/// The layer's entries: its own, then its store closure as nixpkgs appends it — `./nix/`
+/// and `./nix/store/` (mode 0555) when neither the layer nor the base image has a
+/// `nix/store`, then every file of every path, owned by root, sorted by the byte order of
+/// the full path, leaving out paths the layer or the base image (whiteouts applied) already
+/// has.
+///
+/// The closure is listed one store path at a time, each time the writer asks (to plan, then
+/// to write): the paths of different store paths never interleave in that order (they
+/// differ within the hash part), so memory holds one store path's listing, not the image's.
+pub struct Layer<'a> {
+    own: Vec<Entry>,
+    closure: Vec<(StorePath, PathBuf)>,
+    tree: &'a Tree,
+    base: &'a BaseFs,
     mtime: u64,
-) -> Result<Vec<Entry>> {
-    let root = Owner::root();
-    let mut listed: Vec<(Vec<u8>, Entry)> = Vec::new();
-    for info in closure {
-        let name = format!("nix/store/{}", info.path.base_name());
-        listing_entries(
-            &store.host_path(&info.path),
-            name.as_bytes(),
-            &root,
+}
+
+impl<'a> Layer<'a> {
+    /// A layer of `own` entries (from `tree`) and the closure `closure` of `store`.
+    pub fn new(
+        own: Vec<Entry>,
+        store: Option<(&Store, &Closure)>,
+        tree: &'a Tree,
+        base: &'a BaseFs,
+        mtime: u64,
+    ) -> Self {
+        let closure = store.map_or_else(Vec::new, |(store, closure)| {
+            closure
+                .paths()
+                .map(|p| (p.clone(), store.host_path(p)))
+                .collect()
+        });
+        Layer {
+            own,
+            closure,
+            tree,
+            base,
             mtime,
-            &mut listed,
-        )
-        .with_context(|| format!("Cannot read store path {}", info.path.as_str()))?;
-    }
-    listed.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = Vec::with_capacity(listed.len() + 2);
-    if !closure.is_empty() && layer.get(b"nix/store").is_none() && !base.contains(b"nix/store") {
-        for name in ["./nix/", "./nix/store/"] {
-            out.push(Entry {
-                name: name.as_bytes().to_vec(),
-                kind: EntryKind::Directory,
-                mode: NIX_DIR_MODE,
-                owner: root.clone(),
-                mtime,
-            });
         }
     }
-    out.extend(
-        listed
-            .into_iter()
-            .filter(|(path, _)| layer.get(path).is_none() && !base.contains(path))
-            .map(|(_, entry)| entry),
-    );
-    Ok(out)
+
+    fn keep(&self, entry: &Entry) -> bool {
+        let path = path_of(entry);
+        self.tree.get(path).is_none() && !self.base.contains(path)
+    }
+}
+
+impl LayerEntries for Layer<'_> {
+    fn each(
+        &self,
+        f: &mut dyn FnMut(&Entry) -> buildimage_archive::Result<()>,
+    ) -> buildimage_archive::Result<()> {
+        for entry in &self.own {
+            f(entry)?;
+        }
+        let root = Owner::root();
+        if !self.closure.is_empty()
+            && self.tree.get(b"nix/store").is_none()
+            && !self.base.contains(b"nix/store")
+        {
+            for name in ["./nix/", "./nix/store/"] {
+                f(&Entry {
+                    name: name.as_bytes().to_vec(),
+                    kind: EntryKind::Directory,
+                    mode: NIX_DIR_MODE,
+                    owner: root.clone(),
+                    mtime: self.mtime,
+                })?;
+            }
+        }
+        for (path, host) in &self.closure {
+            let name = format!("nix/store/{}", path.base_name());
+            for_each_by_path(host, name.as_bytes(), &root, self.mtime, &mut |entry| {
+                if self.keep(entry) { f(entry) } else { Ok(()) }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// An entry's path without the trailing `/` of a folder.
+fn path_of(entry: &Entry) -> &[u8] {
+    entry.name.strip_suffix(b"/").unwrap_or(&entry.name)
 }
 
 /// Writes the Nix database of `closure` into `dir` (a scratch folder that must outlive the

@@ -10,3 +10,5 @@ mod build;
 mod docker;
 
 mod nix;
+
+mod base;

@@ -1,5 +1,6 @@
 //! Planned tar entries: everything the writer needs, decided before any byte is written.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 /// What kind of object an entry is, with the data that kind carries.
@@ -66,10 +67,11 @@ pub struct Owner {
     pub uid: u64,
     /// Group id.
     pub gid: u64,
-    /// User name (`root` for 0, empty otherwise; see [`Owner::numeric`]).
-    pub uname: String,
+    /// User name (`root` for 0, empty otherwise; see [`Owner::numeric`]). Borrowed for
+    /// those two, so that the entries of a large layer do not each own a copy.
+    pub uname: Cow<'static, str>,
     /// Group name.
-    pub gname: String,
+    pub gname: Cow<'static, str>,
 }
 
 impl Owner {
@@ -78,13 +80,7 @@ impl Owner {
     /// GNU tar asks the build machine's user database; an image must be the same on every
     /// machine, so buildimage never does.
     pub fn numeric(uid: u64, gid: u64) -> Self {
-        let name = |id: u64| {
-            if id == 0 {
-                "root".to_owned()
-            } else {
-                String::new()
-            }
-        };
+        let name = |id: u64| Cow::Borrowed(if id == 0 { "root" } else { "" });
         Owner {
             uid,
             gid,

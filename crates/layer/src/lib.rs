@@ -55,7 +55,7 @@ pub use error::{Error, Result};
 pub use header::{BLOCK, RECORD, archive_size, encode as encode_header, pad_to_block};
 pub use tree::{
     CopyOptions, Dir, Node, OPAQUE_MARKER, Tree, UpperOptions, WHITEOUT_PREFIX, Warnings,
-    listing_entries, resolve_host,
+    for_each_by_path, resolve_host,
 };
 pub use writer::{LayerDigest, LayerWriter, hex};
 
@@ -64,24 +64,51 @@ pub use writer::{LayerDigest, LayerWriter, hex};
 pub const DEFAULT_MTIME: u64 = 315_532_800;
 
 /// The size of the tar stream that writing `entries` produces.
-pub fn planned_size(entries: &[Entry]) -> u64 {
-    archive_size(entries.iter().map(Entry::tar_size).sum())
+pub fn planned_size<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> u64 {
+    archive_size(entries.into_iter().map(Entry::tar_size).sum())
 }
 
 /// A digest of the planned entries: every header field (names, kinds, modes, owners, sizes,
 /// link targets, device numbers, times) and the bytes of in-memory entries, but not the
 /// contents of files, which are only read when the layer is written.
-pub fn plan_digest(entries: &[Entry]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut header = Vec::with_capacity(4 * BLOCK as usize);
+pub fn plan_digest<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> [u8; 32] {
+    let mut plan = Plan::default();
     for entry in entries {
-        header.clear();
-        encode_header(entry, &mut header);
-        h.update(&header);
+        plan.add(entry);
+    }
+    plan.digest()
+}
+
+/// What a plan adds up to, entry by entry: the layer's size ([`planned_size`]) and its
+/// [`plan_digest`], for planned entries that are produced rather than held in a list.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    members: u64,
+    hasher: sha2::Sha256,
+    header: Vec<u8>,
+}
+
+impl Plan {
+    /// Counts one entry.
+    pub fn add(&mut self, entry: &Entry) {
+        use sha2::Digest;
+        self.members += entry.tar_size();
+        self.header.clear();
+        encode_header(entry, &mut self.header);
+        self.hasher.update(&self.header);
         if let EntryKind::Data(data) = &entry.kind {
-            h.update(data);
+            self.hasher.update(data);
         }
     }
-    h.finalize().into()
+
+    /// The size of the tar stream of the entries counted so far.
+    pub fn size(&self) -> u64 {
+        archive_size(self.members)
+    }
+
+    /// The digest of the entries counted so far.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        self.hasher.clone().finalize().into()
+    }
 }

@@ -858,17 +858,9 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
 }
 
-/// Lists the object at `source` and, for a directory, everything below it (symlinks never
-/// followed), as entries named `name`, `name/child`, … (directories with a trailing `/`),
-/// sorted by the byte order of their full paths, as buildImage appends a store closure:
-/// `-` (0x2D) sorts before `/` (0x2F), so this is not tree order. Sockets are skipped.
-pub fn listing_entries(
-    source: &Path,
-    name: &[u8],
-    owner: &Owner,
-    mtime: u64,
-    out: &mut Vec<(Vec<u8>, Entry)>,
-) -> Result<()> {
+/// The entry for the object at `source`, named `name` (folders with a trailing `/`), or
+/// `None` for a socket.
+fn entry_at(source: &Path, name: &[u8], owner: &Owner, mtime: u64) -> Result<Option<Entry>> {
     let md = fs::symlink_metadata(source).map_err(|e| Error::io(source, e))?;
     let ft = md.file_type();
     let mode = md.mode() & 0o7777;
@@ -892,28 +884,81 @@ pub fn listing_entries(
             EntryKind::BlockDevice { major, minor }
         }
     } else {
-        return Ok(());
+        return Ok(None);
     };
     let mut member = name.to_vec();
     if kind == EntryKind::Directory {
         member.push(b'/');
     }
-    out.push((
-        name.to_vec(),
-        Entry {
-            name: member,
-            kind: kind.clone(),
-            mode,
-            owner: owner.clone(),
-            mtime,
-        },
-    ));
-    if kind == EntryKind::Directory {
-        for (child, path) in sorted_children(source)? {
+    Ok(Some(Entry {
+        name: member,
+        kind,
+        mode,
+        owner: owner.clone(),
+        mtime,
+    }))
+}
+
+/// Calls `f` with the entry of the object at `source` and, for a directory, of everything
+/// below it (symlinks never followed), named `name`, `name/child`, … (folders with a
+/// trailing `/`), in the byte order of their full paths, as buildImage appends a store
+/// closure: `-` (0x2D) sorts before `/` (0x2F), so `a-b/x` comes before `a/x`, which is not
+/// tree order. Sockets are skipped.
+///
+/// Nothing is collected: the entries of a child folder form one contiguous run in that
+/// order, placed as if named `child/`, so each folder's listing is sorted on its own and
+/// memory grows with the depth of the tree, not its size.
+pub fn for_each_by_path<E: From<Error>>(
+    source: &Path,
+    name: &[u8],
+    owner: &Owner,
+    mtime: u64,
+    f: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let Some(entry) = entry_at(source, name, owner, mtime)? else {
+        return Ok(());
+    };
+    f(&entry)?;
+    if entry.kind == EntryKind::Directory {
+        walk_by_path(source, name, owner, mtime, f)?;
+    }
+    Ok(())
+}
+
+/// The contents of folder `source` (named `name`) for [`for_each_by_path`].
+fn walk_by_path<E: From<Error>>(
+    source: &Path,
+    name: &[u8],
+    owner: &Owner,
+    mtime: u64,
+    f: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    // One item for each child's own entry (key: its name) and one for each child folder's
+    // contents (key: its name and `/`).
+    let mut items: Vec<(Vec<u8>, Option<Entry>, PathBuf)> = Vec::new();
+    for (child, path) in sorted_children(source)? {
+        let mut child_name = name.to_vec();
+        child_name.push(b'/');
+        child_name.extend_from_slice(&child);
+        let Some(entry) = entry_at(&path, &child_name, owner, mtime)? else {
+            continue;
+        };
+        if entry.kind == EntryKind::Directory {
+            let mut key = child.clone();
+            key.push(b'/');
+            items.push((key, None, path.clone()));
+        }
+        items.push((child, Some(entry), path));
+    }
+    items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (key, entry, path) in items {
+        if let Some(entry) = entry {
+            f(&entry)?;
+        } else {
             let mut child_name = name.to_vec();
             child_name.push(b'/');
-            child_name.extend_from_slice(&child);
-            listing_entries(&path, &child_name, owner, mtime, out)?;
+            child_name.extend_from_slice(&key[..key.len() - 1]);
+            walk_by_path(&path, &child_name, owner, mtime, f)?;
         }
     }
     Ok(())
@@ -973,7 +1018,7 @@ mod tests {
         let owners = |tree: &Tree| -> Vec<(u64, u64, String)> {
             tree.entries(&Owner::numeric(3, 3), 0)
                 .into_iter()
-                .map(|e| (e.owner.uid, e.owner.gid, e.owner.uname))
+                .map(|e| (e.owner.uid, e.owner.gid, e.owner.uname.into_owned()))
                 .collect()
         };
         assert_eq!(

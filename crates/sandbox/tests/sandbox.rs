@@ -265,7 +265,7 @@ fn seed_example_writes_data_and_keeps_only_tmp() {
     assert_eq!(entries["./tmp/"].mode, 0o755);
     assert_eq!(entries["./"].mode, 0o775);
     for entry in entries.values() {
-        assert_eq!((entry.owner.uid, entry.owner.uname.as_str()), (0, "root"));
+        assert_eq!((entry.owner.uid, entry.owner.uname.as_ref()), (0, "root"));
     }
 }
 
@@ -279,7 +279,7 @@ fn chown_and_setuid_are_recorded_with_real_owners() {
     let entries = capture(&req.upper);
     let f = &entries["./f"];
     assert_eq!((f.owner.uid, f.owner.gid, f.mode), (1000, 1000, 0o4755));
-    assert_eq!((f.owner.uname.as_str(), f.owner.gname.as_str()), ("", ""));
+    assert_eq!((f.owner.uname.as_ref(), f.owner.gname.as_ref()), ("", ""));
     let home = &entries["./home/"];
     assert_eq!((home.owner.uid, home.owner.gid), (1000, 100));
 }
