@@ -329,7 +329,7 @@ fn run_as_root(
         signals.flag(),
     );
     signals.check()?;
-    result.context("Key `runAsRoot`: the script failed")?;
+    result.context("Key `runAsRoot`")?;
     if !spec.extra_commands.is_empty() {
         crate::script::run("extraCommands", &spec.extra_commands, &upper, signals)?;
     }

@@ -12,3 +12,5 @@ mod docker;
 mod nix;
 
 mod base;
+
+mod root;

@@ -162,6 +162,35 @@ fn split_dev(dev: u64) -> (u32, u32) {
     (major as u32, minor as u32)
 }
 
+/// The node of a regular file, fifo or device node at `path` (whose `lstat` is `md`);
+/// `None` for a socket. Folders and symlinks are the callers' business.
+fn file_or_special(path: &Path, md: &Metadata) -> Option<Node> {
+    let ft = md.file_type();
+    let mode = md.mode() & 0o7777;
+    if ft.is_file() {
+        Some(Node::File {
+            source: path.to_owned(),
+            size: md.len(),
+            mode,
+        })
+    } else if ft.is_fifo() {
+        Some(Node::Special {
+            kind: EntryKind::Fifo,
+            mode,
+        })
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let (major, minor) = split_dev(md.rdev());
+        let kind = if ft.is_char_device() {
+            EntryKind::CharDevice { major, minor }
+        } else {
+            EntryKind::BlockDevice { major, minor }
+        };
+        Some(Node::Special { kind, mode })
+    } else {
+        None
+    }
+}
+
 fn sorted_children(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf)>> {
     let mut out = Vec::new();
     for item in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
@@ -541,25 +570,8 @@ impl UpperReader<'_> {
                     target: target.as_os_str().as_bytes().to_vec(),
                     mode,
                 }
-            } else if ft.is_file() {
-                Node::File {
-                    source: path,
-                    size: md.len(),
-                    mode,
-                }
-            } else if ft.is_fifo() {
-                Node::Special {
-                    kind: EntryKind::Fifo,
-                    mode,
-                }
-            } else if ft.is_char_device() || ft.is_block_device() {
-                let (major, minor) = split_dev(md.rdev());
-                let kind = if ft.is_char_device() {
-                    EntryKind::CharDevice { major, minor }
-                } else {
-                    EntryKind::BlockDevice { major, minor }
-                };
-                Node::Special { kind, mode }
+            } else if let Some(node) = file_or_special(&path, &md) {
+                node
             } else {
                 self.warnings.0.push(format!(
                     "skipping socket {} (sockets cannot be stored in a layer)",
@@ -632,25 +644,8 @@ impl Copier<'_> {
                     target: target.as_os_str().as_bytes().to_vec(),
                     mode,
                 }
-            } else if ft.is_file() {
-                Node::File {
-                    source: path,
-                    size: md.len(),
-                    mode,
-                }
-            } else if ft.is_fifo() {
-                Node::Special {
-                    kind: EntryKind::Fifo,
-                    mode,
-                }
-            } else if ft.is_char_device() || ft.is_block_device() {
-                let (major, minor) = split_dev(md.rdev());
-                let kind = if ft.is_char_device() {
-                    EntryKind::CharDevice { major, minor }
-                } else {
-                    EntryKind::BlockDevice { major, minor }
-                };
-                Node::Special { kind, mode }
+            } else if let Some(node) = file_or_special(&path, &md) {
+                node
             } else {
                 self.warnings.0.push(format!(
                     "skipping socket {} (sockets cannot be stored in a layer)",

@@ -13,7 +13,7 @@ const UNPRIVILEGED_NOTE: &str = "; buildimage runs without root, so runAsRoot ca
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing a file system object failed.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The object that could not be read or written.
         path: PathBuf,

@@ -205,8 +205,17 @@ fn ensure_dir(root: &Path, rel: &str, made: &mut Vec<MountPoint>) -> Result<(), 
 fn prepare_and_run(req: &HelperRequest, root: &Path, stop: &AtomicBool) -> Result<Report, Report> {
     let mut points = Vec::new();
     let prepared = (|| {
-        for rel in ["dev", "proc", "sys", "tmp"] {
+        for rel in ["dev", "proc", "sys"] {
             ensure_dir(root, rel, &mut points)?;
+        }
+        // Nothing is mounted on /tmp: it only has to exist, as nixpkgs' `mkdir -p tmp`
+        // makes sure, and whatever it is in the image (a symlink to var/tmp, say) is kept.
+        // Made here, it stays in the layer (0755, as nixpkgs leaves it).
+        let tmp = root.join("tmp");
+        if fs::symlink_metadata(&tmp).is_err() {
+            fs::create_dir(&tmp).map_err(|e| Report::failed("create /tmp", e))?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+                .map_err(|e| Report::failed("create /tmp", e))?;
         }
         if req.run.store.is_some() {
             ensure_dir(root, "nix", &mut points)?;

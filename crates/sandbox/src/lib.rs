@@ -378,26 +378,6 @@ impl Drop for Scratch {
 /// Removes a folder tree, first making its folders accessible (overlayfs leaves its work
 /// folder with mode 0000). Symlinks are never followed.
 fn remove_all(path: &Path) -> Result<()> {
-    fn unlock(dir: &Path) -> Result<()> {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io(dir, e))?;
-        for item in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let item = item.map_err(|e| Error::io(dir, e))?;
-            if item
-                .file_type()
-                .map_err(|e| Error::io(item.path(), e))?
-                .is_dir()
-            {
-                unlock(&item.path())?;
-            }
-        }
-        Ok(())
-    }
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
-        Ok(_) => {}
-    }
-    unlock(path)?;
-    fs::remove_dir_all(path).map_err(|e| Error::io(path, e))
+    buildimage_layer::stage::remove_tree(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
 }
