@@ -11,6 +11,9 @@
 //! - `cargo xtask example` builds the example image `examples/busybox` with the release
 //!   binary, then loads it into a private `dockerd` and runs it: the main job, end to end.
 //!
+//! - `cargo xtask fuzz [SECONDS]` runs each fuzz target of `fuzz/` (the SPEC parser, the
+//!   base image reader) for SECONDS (default 60), keeping new corpus entries.
+//!
 //! Every child runs under [`process::run`], which makes sure `SIGINT`, `SIGTERM` and
 //! `SIGHUP` reach it; the private daemon is stopped, unmounted and deleted on every way out,
 //! including those signals.
@@ -18,6 +21,7 @@
 mod apt;
 mod bench;
 mod dockerd;
+mod fuzz;
 mod process;
 
 use std::env;
@@ -47,6 +51,9 @@ commands:
                               into target/example/, load it into a private dockerd, run it
   bench [small|large]         time buildimage against the nixpkgs reference pipeline on the
                               benchmark corpus (../shared/bench), for none, gz and zstd
+  fuzz [SECONDS]              run each cargo-fuzz target in fuzz/ for SECONDS (default 60),
+                              installing cargo-fuzz if missing; new corpus entries are kept
+                              in fuzz/corpus/, crashes go to fuzz/artifacts/
   help                        show this text
 ";
 
@@ -65,6 +72,18 @@ fn main() -> ExitCode {
         Some("bench") if rest.len() <= 1 => {
             let size = rest.first().and_then(|a| a.to_str()).unwrap_or("small");
             bench::bench(workspace_root(), size).map(|()| ExitCode::SUCCESS)
+        }
+        Some("fuzz") if rest.len() <= 1 => {
+            let seconds = match rest.first() {
+                None => Some(fuzz::DEFAULT_SECONDS),
+                Some(arg) => arg.to_str().and_then(|a| a.parse().ok()).filter(|&n| n > 0),
+            };
+            if let Some(seconds) = seconds {
+                fuzz::fuzz(workspace_root(), seconds).map(|()| ExitCode::SUCCESS)
+            } else {
+                eprintln!("error: SECONDS must be a positive whole number\n\n{USAGE}");
+                Ok(ExitCode::from(2))
+            }
         }
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");

@@ -45,8 +45,12 @@
 //!
 //! # Limits
 //!
-//! At most [`MAX_MEMBERS`] members in the archive, [`MAX_LAYERS`] layers in the image,
-//! [`MAX_JSON`] bytes per JSON member; extension headers of the tar format at most 1 MiB.
+//! At most [`MAX_MEMBERS`] members in the archive and [`MAX_NAME_BYTES`] bytes of their
+//! names, [`MAX_LAYERS`] layers in the image, [`MAX_JSON`] bytes per JSON member;
+//! [`MAX_LAYER_MEMBERS`] members per layer and [`MAX_LAYER_NAME_BYTES`] bytes of names in
+//! all layers together; extension headers of the tar format at most 1 MiB. These bound
+//! the memory used, whatever the archive; the disk used for the unpacked layers is bounded
+//! only by their size (a full disk is an error like any other).
 //! A truncated archive or layer, invalid JSON, a missing member or a digest that does not
 //! match is an error that names the member concerned.
 
@@ -76,14 +80,24 @@ pub use fs::{BaseFs, Kind};
 pub const MAX_MEMBERS: u64 = 1_000_000;
 /// The most layers the selected image may have (Docker itself stops at 128).
 pub const MAX_LAYERS: usize = 1000;
-/// The largest JSON member (`manifest.json`, the config) read, in bytes.
-pub const MAX_JSON: u64 = 32 << 20;
+/// The largest JSON member (`manifest.json`, the config) read, in bytes: skopeo's and
+/// podman's limit for a config (containers/image `iolimits.MaxConfigBodySize`), so no
+/// image they accept is refused. A decoded JSON value takes up to about 16 times its
+/// text, and a few kilobytes of gzip or zstd expand to the whole limit: 32 MiB let a
+/// 32 KiB archive take half a gigabyte.
+pub const MAX_JSON: u64 = 4 << 20;
 /// The most members one layer may have.
 pub const MAX_LAYER_MEMBERS: u64 = 10_000_000;
 
-/// The most bytes of member names one layer may have, which bounds the memory
-/// [`BaseImage::filesystem`] needs.
+/// The most bytes of member names the base image's layers may have together, which
+/// bounds the memory [`BaseImage::filesystem`] needs.
 pub const MAX_LAYER_NAME_BYTES: u64 = 1 << 30;
+
+/// The most bytes of member names and link targets the outer archive may have, which
+/// bounds the memory of its namespace. A docker-archive's names are short (a few thousand
+/// bytes in all); a PAX name may be 1 MiB and compresses to almost nothing, so without
+/// this a 14 KiB zstd archive took 300 MiB.
+pub const MAX_NAME_BYTES: u64 = 64 << 20;
 
 /// How much of a compressed archive is read past the end of its tar, so that the
 /// compressor's own checksum is checked; more is ignored.
@@ -345,6 +359,7 @@ fn read_outer(archive: &Path, scratch: &Path, warnings: &mut Vec<String>) -> Res
     );
     let mut ns = Namespace::default();
     let mut count: u64 = 0;
+    let mut name_bytes: u64 = 0;
     let mut escaped: u64 = 0;
     let mut buf = vec![0; CHUNK];
     while let Some(member) = tar.next_member().map_err(outer_err)? {
@@ -354,6 +369,14 @@ fn read_outer(archive: &Path, scratch: &Path, warnings: &mut Vec<String>) -> Res
                 what,
                 limit: MAX_MEMBERS,
                 items: "members",
+            });
+        }
+        name_bytes += (member.name.len() + member.link.len()) as u64;
+        if name_bytes > MAX_NAME_BYTES {
+            return Err(Error::BaseLimit {
+                what,
+                limit: MAX_NAME_BYTES,
+                items: "bytes of member names",
             });
         }
         let Some(name) = clean(&member.name) else {
@@ -626,5 +649,85 @@ impl<W: Write> Write for Hashing<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar of `members` (name, data) written by the `tar` crate.
+    fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn open(bytes: &[u8]) -> Result<(BaseImage, Vec<String>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("base");
+        std::fs::write(&archive, bytes).unwrap();
+        BaseImage::open(&archive, Select::default(), dir.path())
+    }
+
+    /// 32 KiB of gzip held a 31 MiB config of zeros, which decoded into half a gigabyte of
+    /// `serde_json` values (the fuzz target's 512 MiB limit stopped it). Found while fuzzing
+    /// the reader; the archive is `fuzz/seeds/base_image/regression-json-bomb`.
+    #[test]
+    fn config_that_decodes_to_half_a_gigabyte_is_refused_unread() {
+        let mut config = b"{\"rootfs\":{\"diff_ids\":[]},\"x\":[".to_vec();
+        for _ in 0..(31 << 20) / 2 {
+            config.extend_from_slice(b"0,");
+        }
+        config.extend_from_slice(b"0]}");
+        let manifest = br#"[{"Config": "c.json", "Layers": []}]"#;
+        let plain = tar_of(&[("manifest.json", manifest), ("c.json", &config)]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&plain).unwrap();
+        let bytes = gz.finish().unwrap();
+        assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
+        match open(&bytes) {
+            Err(Error::BaseJsonSize { member, limit }) => {
+                assert_eq!((member.as_str(), limit), ("c.json", MAX_JSON));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// 14 KiB of zstd held 300 members with 1 MiB PAX names, all kept in the outer
+    /// namespace: 300 MiB of memory, and more for a larger archive. Found while fuzzing the
+    /// reader; the archive is `fuzz/seeds/base_image/regression-long-names`.
+    #[test]
+    fn long_pax_names_cannot_fill_memory() {
+        let mut plain = Vec::new();
+        let mut b = tar::Builder::new(&mut plain);
+        let long = "a".repeat((1 << 20) - 100);
+        let members = MAX_NAME_BYTES / (1 << 20) + 2;
+        for i in 0..members {
+            let path = format!("{i:04}/{long}");
+            b.append_pax_extensions([("path", path.as_bytes())])
+                .unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+            h.set_path("placeholder").unwrap();
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
+        }
+        b.finish().unwrap();
+        drop(b);
+        let bytes = zstd::encode_all(&plain[..], 3).unwrap();
+        match open(&bytes) {
+            Err(Error::BaseLimit { limit, items, .. }) => {
+                assert_eq!((limit, items), (MAX_NAME_BYTES, "bytes of member names"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -6,12 +6,15 @@ mod closure;
 mod output;
 mod script;
 mod signals;
-mod spec;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+// The spec parser is in the library half of the crate, where it is fuzzed; the modules of
+// the binary reach it as `crate::spec`.
+use buildimage_cli::spec;
 
 /// Build container images from `dockerTools.buildImage` arguments.
 #[derive(Debug, Parser)]

@@ -13,4 +13,6 @@ mod nix;
 
 mod base;
 
+mod faults;
+
 mod root;

@@ -36,7 +36,8 @@ fn write_dir(dir: &Dir, dest: &Path) -> Result<()> {
                 set_mode(&path, d.mode)?;
             }
             Node::File { source, mode, .. } => {
-                fs::copy(source, &path).map_err(|e| Error::io(source, e))?;
+                // Writing the copy fails far more often (a full disk) than reading the source.
+                fs::copy(source, &path).map_err(|e| Error::io(&path, e))?;
                 set_mode(&path, *mode)?;
             }
             Node::Symlink { target, .. } => {

@@ -50,6 +50,8 @@ struct Node {
 pub struct BaseFs {
     nodes: BTreeMap<Vec<u8>, Node>,
     root_mode: Option<u32>,
+    /// Bytes of member names read from all layers applied so far.
+    name_bytes: u64,
 }
 
 /// What one layer does, in the order a layer is applied.
@@ -76,7 +78,7 @@ impl BaseFs {
     /// As the OCI layer specification says, whiteouts hide only what lower layers hold, so
     /// the layer's own members survive its whiteouts whatever their order.
     pub fn apply_layer(&mut self, file: &Path, layer: &str) -> Result<()> {
-        let changes = read_changes(file, layer)?;
+        let changes = read_changes(file, layer, &mut self.name_bytes)?;
         for path in &changes.whiteouts {
             self.remove_tree(path);
         }
@@ -211,14 +213,14 @@ fn implied_dir() -> Node {
 }
 
 /// Reads a layer's members into the changes it makes, without touching their data.
-fn read_changes(file: &Path, layer: &str) -> Result<LayerChanges> {
+/// `name_bytes` counts the bytes of names read, over all layers.
+fn read_changes(file: &Path, layer: &str, name_bytes: &mut u64) -> Result<LayerChanges> {
     let read_err = |source: std::io::Error| super::layer_error(layer, source);
     let src = FileSource::new(fs_err::File::open(file).map_err(read_err)?).map_err(read_err)?;
     // Go's reader, like docker's, accepts a layer without end-of-archive blocks.
     let mut tar = TarReader::new(src, false);
     let mut changes = LayerChanges::default();
     let mut count: u64 = 0;
-    let mut name_bytes: u64 = 0;
     while let Some(member) = tar.next_member().map_err(read_err)? {
         count += 1;
         if count > super::MAX_LAYER_MEMBERS {
@@ -228,8 +230,8 @@ fn read_changes(file: &Path, layer: &str) -> Result<LayerChanges> {
                 items: "members",
             });
         }
-        name_bytes += member.name.len() as u64;
-        if name_bytes > super::MAX_LAYER_NAME_BYTES {
+        *name_bytes += member.name.len() as u64;
+        if *name_bytes > super::MAX_LAYER_NAME_BYTES {
             return Err(Error::BaseLimit {
                 what: format!("layer {layer}"),
                 limit: super::MAX_LAYER_NAME_BYTES,
@@ -282,4 +284,37 @@ fn read_changes(file: &Path, layer: &str) -> Result<LayerChanges> {
         ));
     }
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limit on names is for all layers together: a base image of many layers, each
+    /// under the limit, could otherwise hold the limit many times over in memory.
+    #[test]
+    fn names_of_all_layers_count_against_one_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer.tar");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "0123456789", &b""[..]).unwrap();
+        std::fs::write(&layer, b.into_inner().unwrap()).unwrap();
+
+        // Ten bytes of name per layer: the first fits, the second goes over.
+        let mut used = super::super::MAX_LAYER_NAME_BYTES - 15;
+        read_changes(&layer, "first", &mut used).unwrap();
+        match read_changes(&layer, "second", &mut used) {
+            Err(Error::BaseLimit { what, items, .. }) => {
+                assert_eq!(
+                    (what.as_str(), items),
+                    ("layer second", "bytes of member names")
+                );
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("the second layer went over the limit"),
+        }
+    }
 }

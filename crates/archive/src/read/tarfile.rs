@@ -22,6 +22,10 @@ const BLOCK: u64 = 512;
 /// real PAX headers (with xattrs) stay well below this.
 pub(crate) const MAX_EXTENSION: u64 = 1 << 20;
 
+/// The largest member size accepted: Go's reader keeps sizes in an `int64` and refuses
+/// larger ones, and so does this one, so that no size arithmetic can overflow.
+const MAX_SIZE: u64 = i64::MAX as u64;
+
 /// The most GNU sparse extension blocks accepted after one header (21 extents each).
 const MAX_SPARSE_BLOCKS: u32 = 65_536;
 
@@ -168,7 +172,9 @@ impl<S: Source> TarReader<S> {
         if self.done {
             return Ok(None);
         }
-        self.src.skip(self.remaining + self.pad)?;
+        // Two skips, not one of the sum: a member's size may be up to `MAX_SIZE`.
+        self.src.skip(self.remaining)?;
+        self.src.skip(self.pad)?;
         self.remaining = 0;
         self.pad = 0;
 
@@ -194,6 +200,9 @@ impl<S: Source> TarReader<S> {
             }
             check_sum(&header)?;
             let stored = header.entry_size().map_err(|e| invalid(&e.to_string()))?;
+            if stored > MAX_SIZE {
+                return Err(invalid(&format!("member size {stored} is out of range")));
+            }
             match header.as_bytes()[156] {
                 b'L' => {
                     long_name = Some(cut_nul(self.extension(stored)?));
@@ -407,7 +416,8 @@ fn parse_pax(mut data: &[u8]) -> io::Result<Pax> {
                 let size = std::str::from_utf8(value)
                     .ok()
                     .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| invalid("PAX size is not a number"))?;
+                    .filter(|&size| size <= MAX_SIZE)
+                    .ok_or_else(|| invalid("PAX size is not a number in range"))?;
                 pax.size = Some(size);
             }
             // GNU sparse formats 0.1 and 1.0 keep the real name here.
@@ -508,6 +518,66 @@ mod tests {
             io::ErrorKind::UnexpectedEof
         );
         assert_eq!(members(&bytes, false).unwrap().len(), 2);
+    }
+
+    /// A ustar header for `name` of type `kind` whose size field holds `size_field`.
+    fn raw_header(name: &[u8], kind: u8, size_field: &[u8; 12]) -> Header {
+        let mut h = Header::new_ustar();
+        h.as_mut_bytes()[..name.len()].copy_from_slice(name);
+        h.set_mode(0o644);
+        h.as_mut_bytes()[124..136].copy_from_slice(size_field);
+        h.as_mut_bytes()[156] = kind;
+        h.set_cksum();
+        h
+    }
+
+    /// A member whose size is near `u64::MAX` (base-256 in the header, or a PAX `size`)
+    /// made skipping its data and padding overflow: a panic in debug builds, a wrong
+    /// position in release builds. Found while fuzzing the reader; the archives are
+    /// `fuzz/seeds/base_image/regression-huge-size-*`.
+    #[test]
+    fn huge_member_size_is_an_error_not_an_overflow() {
+        let mut huge = [0xff; 12];
+        huge[0] = 0x80;
+        for kind in [b'0', b'V'] {
+            let mut bytes = raw_header(b"m", kind, &huge).as_bytes().to_vec();
+            bytes.extend_from_slice(&[0; 1024]);
+            let err = members(&bytes, true).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        }
+
+        for size in ["18446744073709551615", "9223372036854775808"] {
+            let mut b = tar::Builder::new(Vec::new());
+            b.append_pax_extensions([("size", size.as_bytes())])
+                .unwrap();
+            let mut bytes = b.into_inner().unwrap();
+            bytes.extend_from_slice(raw_header(b"m", b'0', b"00000000000\0").as_bytes());
+            bytes.extend_from_slice(&[0; 1024]);
+            let err = members(&bytes, true).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        }
+    }
+
+    /// The largest size accepted skips cleanly to a truncation error: no overflow.
+    #[test]
+    fn largest_member_size_is_truncation() {
+        let mut field = [0u8; 12];
+        field[0] = 0x80;
+        field[4..].copy_from_slice(&MAX_SIZE.to_be_bytes());
+        for kind in [b'0', b'V', b'3'] {
+            let mut bytes = raw_header(b"m", kind, &field).as_bytes().to_vec();
+            bytes.extend_from_slice(&[0; 1024]);
+            let mut reader = TarReader::new(Stream(&bytes[..]), true);
+            assert!(reader.next_member().unwrap().is_some());
+            match reader.next_member() {
+                // A device has no data whatever its size field says: the archive ends.
+                Ok(None) if kind == b'3' => {}
+                Err(err) if kind != b'3' => {
+                    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+                }
+                other => panic!("kind {}: {other:?}", char::from(kind)),
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! A full disk, on a 4 MiB tmpfs: under OUT, or under `TMPDIR` where `extraCommands`
+//! stages the layer and `fromImage` unpacks the base. The build fails with the system's
+//! "No space left on device" and the path concerned, and frees what it wrote.
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Tmpfs, leftovers, noise};
+use crate::build::{Scratch, buildimage, mkdir, names, run_err, run_ok, stderr, write};
+
+/// Size of the tmpfs: smaller than any image below.
+const DISK: &str = "4m";
+
+/// Size of the source file: more than [`DISK`] holds, compressed or not.
+const SOURCE_SIZE: usize = 6 << 20;
+
+/// The message of `ENOSPC`.
+const ENOSPC: &str = "No space left on device";
+
+/// A source tree `root/` with one incompressible file larger than the tmpfs.
+fn big_source(scratch: &Scratch) {
+    mkdir(&scratch.join("root"), 0o755);
+    write(&scratch.join("root/noise"), &noise(SOURCE_SIZE, 1), 0o644);
+}
+
+/// Builds `spec` with `-o out` and the given `TMPDIR`, expects the failure, and returns
+/// the line of standard error that starts with `error: `.
+fn build_fails(scratch: &Scratch, spec: &Value, out: &Path, tmpdir: Option<&Path>) -> String {
+    let spec_path = scratch.spec(spec);
+    let mut cmd = buildimage(scratch.path());
+    cmd.arg("build").arg(&spec_path).arg("-o").arg(out);
+    if let Some(tmpdir) = tmpdir {
+        cmd.env("TMPDIR", tmpdir);
+    }
+    let output = run_err(&mut cmd);
+    let stderr = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing on standard output");
+    stderr
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"))
+        .to_owned()
+}
+
+#[test]
+fn full_output_disk_fails_naming_the_output_and_leaves_nothing() {
+    let scratch = Scratch::new();
+    big_source(&scratch);
+    for compressor in ["none", "gz", "zstd"] {
+        let disk = Tmpfs::mount(DISK);
+        let out = disk.join("image.tar");
+        let spec = json!({
+            "name": "full", "tag": "t", "copyToRoot": "root", "compressor": compressor,
+        });
+        let error = build_fails(&scratch, &spec, &out, None);
+        assert!(
+            error.contains(&out.display().to_string()) && error.contains(ENOSPC),
+            "{compressor}: the error names the output and the cause: {error}"
+        );
+        assert_eq!(
+            names(disk.path()),
+            Vec::<String>::new(),
+            "{compressor}: no image and no temporary file on the full disk"
+        );
+
+        // An image already at OUT is left exactly as it was.
+        write(&out, b"the previous image", 0o644);
+        let error = build_fails(&scratch, &spec, &out, None);
+        assert!(error.contains(ENOSPC), "{compressor}: {error}");
+        assert_eq!(names(disk.path()), ["image.tar"], "{compressor}");
+        assert_eq!(
+            fs::read(&out).expect("read OUT"),
+            b"the previous image",
+            "{compressor}: the previous image is untouched"
+        );
+    }
+}
+
+#[test]
+fn full_tmpdir_fails_staging_for_extra_commands_and_leaves_nothing() {
+    let scratch = Scratch::new();
+    big_source(&scratch);
+    mkdir(&scratch.join("out"), 0o755);
+    let tmp = Tmpfs::mount(DISK);
+    let spec = json!({
+        "name": "staging", "tag": "t", "copyToRoot": "root", "compressor": "none",
+        "extraCommands": "touch made-by-the-script",
+    });
+    let error = build_fails(
+        &scratch,
+        &spec,
+        &scratch.join("out/image.tar"),
+        Some(tmp.path()),
+    );
+    // The path named is the file being copied (`stage::materialize` reports the source of
+    // a failed copy, whichever side failed), not the staging folder.
+    assert!(
+        error.contains("Staging the layer for `extraCommands` failed") && error.contains(ENOSPC),
+        "the error says staging failed and why: {error}"
+    );
+    assert_eq!(names(tmp.path()), Vec::<String>::new(), "TMPDIR is empty");
+    assert_eq!(
+        names(&scratch.join("out")),
+        Vec::<String>::new(),
+        "no output"
+    );
+}
+
+#[test]
+fn extra_commands_that_fill_tmpdir_fail_and_leave_nothing() {
+    let scratch = Scratch::new();
+    mkdir(&scratch.join("root"), 0o755);
+    write(&scratch.join("root/small"), b"small", 0o644);
+    mkdir(&scratch.join("out"), 0o755);
+    let tmp = Tmpfs::mount(DISK);
+    let spec = json!({
+        "name": "script-fills", "tag": "t", "copyToRoot": "root", "compressor": "none",
+        "extraCommands": "head -c 8388608 /dev/zero > big",
+    });
+    let error = build_fails(
+        &scratch,
+        &spec,
+        &scratch.join("out/image.tar"),
+        Some(tmp.path()),
+    );
+    assert!(
+        error.contains("`extraCommands` failed with exit status"),
+        "{error}"
+    );
+    assert_eq!(names(tmp.path()), Vec::<String>::new(), "TMPDIR is empty");
+    assert_eq!(
+        names(&scratch.join("out")),
+        Vec::<String>::new(),
+        "no output"
+    );
+}
+
+#[test]
+fn full_tmpdir_fails_unpacking_from_image_and_leaves_nothing() {
+    let scratch = Scratch::new();
+    big_source(&scratch);
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(scratch.spec(&json!({
+                "name": "base", "tag": "t", "copyToRoot": "root", "compressor": "gz",
+            })))
+            .arg("-o")
+            .arg(scratch.join("base.tar.gz")),
+    );
+    mkdir(&scratch.join("out"), 0o755);
+    let tmp = Tmpfs::mount(DISK);
+    let spec = json!({
+        "name": "on-base", "tag": "t", "fromImage": "base.tar.gz", "compressor": "none",
+    });
+    let error = build_fails(
+        &scratch,
+        &spec,
+        &scratch.join("out/image.tar"),
+        Some(tmp.path()),
+    );
+    assert!(
+        error.contains("fromImage") && error.contains(ENOSPC),
+        "the error names the key and the cause: {error}"
+    );
+    assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    assert_eq!(names(tmp.path()), Vec::<String>::new(), "TMPDIR is empty");
+    assert_eq!(
+        names(&scratch.join("out")),
+        Vec::<String>::new(),
+        "no output"
+    );
+}
