@@ -85,9 +85,28 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
 pub struct Layer<'a> {
     own: Vec<Entry>,
     closure: Vec<(StorePath, PathBuf)>,
+    /// The closure's entries, when there are few enough to keep (listing twice costs more
+    /// than holding them).
+    listed: Option<Vec<Entry>>,
     tree: &'a Tree,
     base: &'a BaseFs,
     mtime: u64,
+}
+
+/// Closure entries kept in memory at most (about 400 bytes each): a larger closure is
+/// listed again for writing instead.
+const KEEP_ENTRIES: usize = 20_000;
+
+/// Why listing the closure into memory stopped.
+enum Collect {
+    Full,
+    Failed,
+}
+
+impl From<buildimage_layer::Error> for Collect {
+    fn from(_: buildimage_layer::Error) -> Self {
+        Collect::Failed
+    }
 }
 
 impl<'a> Layer<'a> {
@@ -105,13 +124,42 @@ impl<'a> Layer<'a> {
                 .map(|p| (p.clone(), store.host_path(p)))
                 .collect()
         });
-        Layer {
+        let mut layer = Layer {
             own,
             closure,
+            listed: None,
             tree,
             base,
             mtime,
+        };
+        let mut listed = Vec::new();
+        let collected = layer.walk_closure(&mut |entry: &Entry| {
+            if listed.len() == KEEP_ENTRIES {
+                return Err(Collect::Full);
+            }
+            listed.push(entry.clone());
+            Ok(())
+        });
+        // A listing error here is reported again, with its path, when the writer lists.
+        if collected.is_ok() {
+            layer.listed = Some(listed);
         }
+        layer
+    }
+
+    /// Calls `f` with the closure's entries, listing the store paths one folder at a time.
+    fn walk_closure<E: From<buildimage_layer::Error>>(
+        &self,
+        f: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let root = Owner::root();
+        for (path, host) in &self.closure {
+            let name = format!("nix/store/{}", path.base_name());
+            for_each_by_path(host, name.as_bytes(), &root, self.mtime, &mut |entry| {
+                if self.keep(entry) { f(entry) } else { Ok(()) }
+            })?;
+        }
+        Ok(())
     }
 
     fn keep(&self, entry: &Entry) -> bool {
@@ -143,13 +191,10 @@ impl LayerEntries for Layer<'_> {
                 })?;
             }
         }
-        for (path, host) in &self.closure {
-            let name = format!("nix/store/{}", path.base_name());
-            for_each_by_path(host, name.as_bytes(), &root, self.mtime, &mut |entry| {
-                if self.keep(entry) { f(entry) } else { Ok(()) }
-            })?;
+        match &self.listed {
+            Some(listed) => listed.iter().try_for_each(f),
+            None => self.walk_closure(f),
         }
-        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
@@ -64,12 +64,16 @@ type Chunk = Arc<Vec<u8>>;
 /// SHA-256, compression and writing: each digest costs as much as reading the files.
 struct TarsumThread {
     tx: SyncSender<Tarsum>,
+    /// Buffers the thread is done with, for reuse: fresh 256 KiB buffers cost a page fault
+    /// per page.
+    spare: Receiver<Vec<u8>>,
     handle: JoinHandle<Vec<String>>,
 }
 
 impl TarsumThread {
     fn start() -> Self {
         let (tx, rx) = sync_channel::<Tarsum>(IN_FLIGHT);
+        let (back, spare) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
         let handle = std::thread::Builder::new()
             .name("tarsum".into())
             .spawn(move || {
@@ -82,6 +86,9 @@ impl TarsumThread {
                             if let Some(h) = current.as_mut() {
                                 h.update(chunk.as_slice());
                             }
+                            if let Ok(buf) = Arc::try_unwrap(chunk) {
+                                let _ = back.try_send(buf);
+                            }
                         }
                         Tarsum::End => {
                             if let Some(h) = current.take() {
@@ -93,7 +100,14 @@ impl TarsumThread {
                 sums
             })
             .expect("spawning a thread only fails when the system is out of resources");
-        TarsumThread { tx, handle }
+        TarsumThread { tx, spare, handle }
+    }
+
+    /// A buffer of `CHUNK` bytes for the next chunk: a returned one, or a new one.
+    fn buffer(&self) -> Vec<u8> {
+        let mut buf = self.spare.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        buf
     }
 
     fn send(&self, msg: Tarsum) {
@@ -212,14 +226,10 @@ impl<W: Write> LayerWriter<W> {
         let mut left = size;
         while left > 0 {
             self.check_cancel()?;
-            let want = left.min(CHUNK as u64);
-            // Read into fresh capacity (no zeroing): the chunk is shared with the hashing
-            // threads and freed when they are done with it.
-            let mut buf = Vec::with_capacity(CHUNK);
-            let n = (&mut file)
-                .take(want)
-                .read_to_end(&mut buf)
-                .map_err(|e| Error::io(source, e))?;
+            let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+            let mut buf = self.tarsum.buffer();
+            let n = read_some(&mut file, &mut buf[..want], source)?;
+            buf.truncate(n);
             if n == 0 {
                 return Err(Error::Changed {
                     path: source.to_owned(),
