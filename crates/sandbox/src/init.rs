@@ -219,13 +219,18 @@ fn enter_root(root: &Path) -> Result<(), Report> {
     chdir("/").map_err(|e| Report::failed("enter the merged tree", e))
 }
 
-/// The shell that runs the script: the named one (in the image or the store), else the
-/// image's `/bin/sh`.
+/// The shell that runs the script: the image's own `/bin/sh` when it has one, as nixpkgs
+/// runs it; otherwise the named one (`runAsRootShell`, in the image or the store). A named
+/// shell that does not exist is an error even when `/bin/sh` would do, so that a typo is
+/// not silently ignored.
 fn choose_shell(named: Option<&str>) -> Result<String, Report> {
-    match named {
-        Some(shell) if shell.starts_with('/') && Path::new(shell).exists() => Ok(shell.to_owned()),
-        Some(shell) => Err(Report::ShellNotFound(shell.to_owned())),
-        None if Path::new("/bin/sh").exists() => Ok("/bin/sh".to_owned()),
-        None => Err(Report::NoShell),
+    if let Some(shell) = named
+        && !(shell.starts_with('/') && Path::new(shell).exists())
+    {
+        return Err(Report::ShellNotFound(shell.to_owned()));
     }
+    if Path::new("/bin/sh").exists() {
+        return Ok("/bin/sh".to_owned());
+    }
+    named.map(str::to_owned).ok_or(Report::NoShell)
 }

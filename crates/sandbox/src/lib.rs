@@ -145,7 +145,7 @@ pub struct RootRun {
     /// The shell code, run with `sh -e -c`.
     pub script: String,
     /// `runAsRootShell`: the shell, an absolute path inside the image or under
-    /// `/nix/store`. When unset the image's `/bin/sh` runs the script.
+    /// `/nix/store`, used when the image has no `/bin/sh` of its own (which nixpkgs runs).
     pub shell: Option<String>,
     /// The host's store folder itself (`DIR/nix/store` for `--store DIR`), bound read-only
     /// at `/nix/store`.
