@@ -307,24 +307,33 @@ impl Tree {
         out
     }
 
-    /// Visits every regular file of the tree with its layer path (without `./`).
-    pub fn for_each_file(&self, mut f: impl FnMut(&[u8], &Path)) {
-        fn walk(dir: &Dir, prefix: &mut Vec<u8>, f: &mut dyn FnMut(&[u8], &Path)) {
+    /// Visits every node of the tree, each folder before its contents, with its layer path
+    /// (without `./`, no trailing `/`).
+    pub fn for_each_node(&self, mut f: impl FnMut(&[u8], &Node)) {
+        fn walk(dir: &Dir, prefix: &mut Vec<u8>, f: &mut dyn FnMut(&[u8], &Node)) {
             for (name, node) in &dir.children {
                 let len = prefix.len();
                 if len > 0 {
                     prefix.push(b'/');
                 }
                 prefix.extend_from_slice(name);
-                match node {
-                    Node::Dir(d) => walk(d, prefix, f),
-                    Node::File { source, .. } => f(prefix, source),
-                    _ => {}
+                f(prefix, node);
+                if let Node::Dir(d) = node {
+                    walk(d, prefix, f);
                 }
                 prefix.truncate(len);
             }
         }
         walk(&self.root, &mut Vec::new(), &mut f);
+    }
+
+    /// Visits every regular file of the tree with its layer path (without `./`).
+    pub fn for_each_file(&self, mut f: impl FnMut(&[u8], &Path)) {
+        self.for_each_node(|path, node| {
+            if let Node::File { source, .. } = node {
+                f(path, source);
+            }
+        });
     }
 
     /// Puts `node` at `path` (components without `./`), replacing what was there and
@@ -382,42 +391,17 @@ impl Tree {
 
     /// Visits every symlink of the tree with its layer path (without `./`) and raw target.
     pub fn for_each_symlink(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        fn walk(dir: &Dir, prefix: &mut Vec<u8>, f: &mut dyn FnMut(&[u8], &[u8])) {
-            for (name, node) in &dir.children {
-                let len = prefix.len();
-                if len > 0 {
-                    prefix.push(b'/');
-                }
-                prefix.extend_from_slice(name);
-                match node {
-                    Node::Dir(d) => walk(d, prefix, f),
-                    Node::Symlink { target, .. } => f(prefix, target),
-                    _ => {}
-                }
-                prefix.truncate(len);
+        self.for_each_node(|path, node| {
+            if let Node::Symlink { target, .. } = node {
+                f(path, target);
             }
-        }
-        walk(&self.root, &mut Vec::new(), &mut f);
+        });
     }
 
     /// Every path of the tree (without `./`, no trailing `/`), in tree order.
     pub fn paths(&self) -> Vec<Vec<u8>> {
-        fn walk(dir: &Dir, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
-            for (name, node) in &dir.children {
-                let len = prefix.len();
-                if len > 0 {
-                    prefix.push(b'/');
-                }
-                prefix.extend_from_slice(name);
-                out.push(prefix.clone());
-                if let Node::Dir(d) = node {
-                    walk(d, prefix, out);
-                }
-                prefix.truncate(len);
-            }
-        }
         let mut out = Vec::new();
-        walk(&self.root, &mut Vec::new(), &mut out);
+        self.for_each_node(|path, _| out.push(path.to_vec()));
         out
     }
 
