@@ -18,6 +18,7 @@ mod failures;
 mod files;
 mod isolation;
 mod scenarios;
+mod unprivileged;
 
 use std::fs;
 use std::os::unix::fs::symlink;
