@@ -8,14 +8,45 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 /// The `compressor` of a buildImage spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compressor {
-    /// A plain tar.
+    /// `"none"`: a plain `.tar`.
     None,
-    /// gzip, level 6 (the default).
+    /// `"gz"`, the nixpkgs default: `.tar.gz`, level 6.
+    #[default]
     Gz,
-    /// zstd, level 3.
+    /// `"zstd"`: `.tar.zst`, level 3.
     Zstd,
+}
+
+impl Compressor {
+    /// The compressor a spec names (`"none"`, `"gz"`, `"zstd"`), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(Self::None),
+            "gz" => Some(Self::Gz),
+            "zstd" => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The spec's spelling: `"none"`, `"gz"` or `"zstd"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gz => "gz",
+            Self::Zstd => "zstd",
+        }
+    }
+
+    /// The suffix after `.tar`: `""`, `".gz"` or `".zst"`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Gz => ".gz",
+            Self::Zstd => ".zst",
+        }
+    }
 }
 
 /// A writer that compresses into `W`.

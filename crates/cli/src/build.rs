@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use buildimage_archive::{
-    BaseFs, BaseImage, Compressed, Compressor, ImageSpec, Select, Tag, merge_base_config,
-    write_image,
+    BaseFs, BaseImage, Compressed, ImageSpec, Select, Tag, merge_base_config, write_image,
 };
 use buildimage_layer::{CopyOptions, DEFAULT_MTIME, Owner, Tree, UpperOptions, Warnings, stage};
 
@@ -196,14 +195,9 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
         base: base.as_ref(),
     };
     let shown = output.dest();
-    let compressor = match spec.compressor {
-        spec::Compressor::None => Compressor::None,
-        spec::Compressor::Gz => Compressor::Gz,
-        spec::Compressor::Zstd => Compressor::Zstd,
-    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let stream =
-        Compressed::new(output, compressor, threads).context("Cannot start the compressor")?;
+        Compressed::new(output, spec.compressor, threads).context("Cannot start the compressor")?;
     let (stream, summary) = write_image(stream, &image, &layer, Some(signals.flag()))
         .with_context(|| format!("Writing {} failed", shown.display()))?;
     drop(staging);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
 use buildimage_archive::{BaseFs, LayerEntries};
-use buildimage_layer::{Entry, EntryKind, Node, Owner, Tree, for_each_by_path};
+use buildimage_layer::{Dir, Entry, EntryKind, Node, Owner, Tree, for_each_by_path};
 use buildimage_nixdb::{Closure, Store, StorePath, write_db};
 
 /// Mode of the `/nix` and `/nix/store` entries added in front of a closure: every user can
@@ -63,10 +63,14 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
         .collect::<Result<_, _>>()
         .context("Cannot read a file of the layer")?;
     let mut hashes: BTreeSet<String> = found.into_iter().flatten().collect();
-    tree.for_each_symlink(|_, target| hashes.extend(scanner.scan_bytes(target)));
-    for path in tree.paths() {
-        hashes.extend(scanner.scan_bytes(&path));
-    }
+    // Names and symlink targets count as much as contents (Nix scans the NAR, which holds
+    // them too).
+    tree.for_each_node(|path, node| {
+        hashes.extend(scanner.scan_bytes(path));
+        if let Node::Symlink { target, .. } = node {
+            hashes.extend(scanner.scan_bytes(target));
+        }
+    });
     for data in extra {
         hashes.extend(scanner.scan_bytes(data));
     }
@@ -215,8 +219,8 @@ pub fn add_nix_db(
 ) -> Result<()> {
     let time = i64::try_from(registration_time).context("SOURCE_DATE_EPOCH is too large")?;
     write_db(dir, closure.as_slice(), time).context("Cannot write the Nix database")?;
-    for (name, file) in [("db.sqlite", "db.sqlite"), ("schema", "schema")] {
-        let source = dir.join(file);
+    for name in ["db.sqlite", "schema"] {
+        let source = dir.join(name);
         let size = std::fs::metadata(&source)
             .with_context(|| format!("Cannot read {}", source.display()))?
             .len();
@@ -230,24 +234,15 @@ pub fn add_nix_db(
             0o755,
         );
     }
-    if tree.get(b"nix/store").is_none() {
-        tree.insert(
-            b"nix/store",
-            Node::Dir(buildimage_layer::Dir {
-                mode: 0o755,
-                children: std::collections::BTreeMap::new(),
-            }),
-            0o755,
-        );
-    }
-    if gcroots.is_empty() {
-        // The folder exists in every nixpkgs image with a database.
-        if tree.get(b"nix/var/nix/gcroots/docker").is_none() {
+    // An empty nix/store (as nix-store --load-db leaves it) and the GC roots folder, which
+    // every nixpkgs image with a database has, even without roots.
+    for folder in [&b"nix/store"[..], b"nix/var/nix/gcroots/docker"] {
+        if tree.get(folder).is_none() {
             tree.insert(
-                b"nix/var/nix/gcroots/docker",
-                Node::Dir(buildimage_layer::Dir {
+                folder,
+                Node::Dir(Dir {
                     mode: 0o755,
-                    children: std::collections::BTreeMap::new(),
+                    ..Dir::default()
                 }),
                 0o755,
             );

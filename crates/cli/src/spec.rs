@@ -115,45 +115,7 @@ const LAYERED_IMAGE_ARGUMENTS: [&str; 7] = [
 ];
 
 /// The compression of the whole archive (`compressor`, `buildimage.md` section 11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compressor {
-    /// `"none"`: a plain `.tar`.
-    None,
-    /// `"gz"`, the nixpkgs default: `.tar.gz`.
-    #[default]
-    Gz,
-    /// `"zstd"`: `.tar.zst`.
-    Zstd,
-}
-
-impl Compressor {
-    /// The suffix after `.tar`: `""`, `".gz"` or `".zst"`.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::None => "",
-            Self::Gz => ".gz",
-            Self::Zstd => ".zst",
-        }
-    }
-
-    /// The SPEC spelling: `"none"`, `"gz"` or `"zstd"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Gz => "gz",
-            Self::Zstd => "zstd",
-        }
-    }
-
-    fn from_spec(value: &str) -> Option<Self> {
-        match value {
-            "none" => Some(Self::None),
-            "gz" => Some(Self::Gz),
-            "zstd" => Some(Self::Zstd),
-            _ => None,
-        }
-    }
-}
+pub use buildimage_archive::Compressor;
 
 /// The `created` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -533,7 +495,7 @@ fn opt_compressor(map: &Map<String, Value>, name: &str) -> Result<Compressor, Sp
     match present(map, "compressor") {
         None => Ok(Compressor::default()),
         Some(Value::String(s)) => {
-            Compressor::from_spec(s).ok_or_else(|| SpecError::UnknownCompressor {
+            Compressor::from_name(s).ok_or_else(|| SpecError::UnknownCompressor {
                 name: name.to_owned(),
             })
         }

@@ -389,22 +389,6 @@ impl Tree {
         dir.children.insert(last.to_vec(), node);
     }
 
-    /// Visits every symlink of the tree with its layer path (without `./`) and raw target.
-    pub fn for_each_symlink(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        self.for_each_node(|path, node| {
-            if let Node::Symlink { target, .. } = node {
-                f(path, target);
-            }
-        });
-    }
-
-    /// Every path of the tree (without `./`, no trailing `/`), in tree order.
-    pub fn paths(&self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        self.for_each_node(|path, _| out.push(path.to_vec()));
-        out
-    }
-
     /// Looks a path (components without `./`) up in the tree, without following symlinks.
     pub fn get(&self, path: &[u8]) -> Option<&Node> {
         let mut dir = &self.root;
