@@ -21,6 +21,13 @@ use crate::outer::OuterTar;
 pub trait LayerEntries {
     /// Calls `f` with every entry, in order.
     fn each(&self, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()>;
+
+    /// How many leading entries the layer's `checksum` (its tarsum) covers: all of them
+    /// (`None`) unless the layer has a part that nixpkgs appends after taking it, the
+    /// store closure.
+    fn checksummed(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl LayerEntries for [Entry] {
@@ -127,7 +134,14 @@ pub fn write_image<W: Write>(
         if let Some(flag) = cancel {
             writer.cancel_on(flag.clone());
         }
-        layer.each(&mut |entry| Ok(writer.append(entry)?))?;
+        let mut checksummed = layer.checksummed().unwrap_or(usize::MAX);
+        layer.each(&mut |entry| {
+            if checksummed == 0 {
+                writer.end_checksum();
+            }
+            checksummed = checksummed.saturating_sub(1);
+            Ok(writer.append(entry)?)
+        })?;
         Ok(writer.finish()?.1)
     })?;
     tar.file(

@@ -200,6 +200,11 @@ impl LayerEntries for Layer<'_> {
             None => self.walk_closure(f),
         }
     }
+
+    /// The layer's own entries: nixpkgs takes the checksum before appending the closure.
+    fn checksummed(&self) -> Option<usize> {
+        Some(self.own.len())
+    }
 }
 
 /// An entry's path without the trailing `/` of a folder.

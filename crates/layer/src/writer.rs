@@ -1,6 +1,13 @@
 //! Streams planned entries into a tar, hashing as it writes.
+//!
+//! The stream is assembled in batches of [`BATCH`] bytes (headers, file contents read
+//! straight into the batch, padding). Each full batch is shared with two hashing threads —
+//! one for the SHA-256 of the stream (the diff id), one for the per-entry tarsum — while the
+//! calling thread writes it out and fills the next one. Batching many small files into one
+//! hand-off keeps the threads busy instead of waking each other per file.
 
 use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -12,8 +19,12 @@ use crate::entry::{Entry, EntryKind};
 use crate::error::{Error, Result};
 use crate::header::{self, BLOCK};
 
-/// Size of the buffer used to copy file contents.
-const CHUNK: usize = 256 * 1024;
+/// Bytes of the stream per batch: large enough that hand-offs are rare, small enough that
+/// the batches in flight stay a few MiB.
+const BATCH: usize = 1 << 20;
+
+/// Batches queued for each hashing thread: bounds the memory used.
+const IN_FLIGHT: usize = 3;
 
 /// What a finished layer is known by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,109 +55,185 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// Chunks in flight between the writer and its tarsum thread: bounds the memory used.
-const IN_FLIGHT: usize = 8;
-
-/// What the writer tells its tarsum thread.
-enum Tarsum {
-    /// A new entry, its header fields already hashed.
-    Begin(Sha256),
-    /// Content bytes of the current entry.
-    Data(Chunk),
+/// What the tarsum thread does with a batch, in order.
+enum Op {
+    /// A new entry starts, its header fields already hashed.
+    Begin(Box<Sha256>),
+    /// Content bytes of the current entry, at this range of the batch.
+    Content(Range<usize>),
     /// The current entry is complete.
     End,
 }
 
-/// A piece of the stream, shared by the threads that hash it.
-type Chunk = Arc<Vec<u8>>;
-
-/// Hashes entries for the tarsum on its own thread, so that it overlaps with the stream's
-/// SHA-256, compression and writing: each digest costs as much as reading the files.
-struct TarsumThread {
-    tx: SyncSender<Tarsum>,
-    /// Buffers the thread is done with, for reuse: fresh 256 KiB buffers cost a page fault
-    /// per page.
-    spare: Receiver<Vec<u8>>,
-    handle: JoinHandle<Vec<String>>,
+/// A piece of the stream and the tarsum's view of it.
+struct Batch {
+    /// Always [`BATCH`] bytes long (zeroed once, when allocated); `used` of them are stream.
+    bytes: Vec<u8>,
+    used: usize,
+    ops: Vec<Op>,
 }
 
-impl TarsumThread {
-    fn start() -> Self {
-        let (tx, rx) = sync_channel::<Tarsum>(IN_FLIGHT);
-        let (back, spare) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
-        let handle = std::thread::Builder::new()
-            .name("tarsum".into())
-            .spawn(move || {
-                let mut sums = Vec::new();
-                let mut current: Option<Sha256> = None;
-                for msg in rx {
-                    match msg {
-                        Tarsum::Begin(h) => current = Some(h),
-                        Tarsum::Data(chunk) => {
-                            if let Some(h) = current.as_mut() {
-                                h.update(chunk.as_slice());
-                            }
-                            if let Ok(buf) = Arc::try_unwrap(chunk) {
-                                let _ = back.try_send(buf);
-                            }
-                        }
-                        Tarsum::End => {
-                            if let Some(h) = current.take() {
-                                sums.push(hex(&h.finalize()));
-                            }
-                        }
+impl Batch {
+    fn new() -> Self {
+        Batch {
+            bytes: vec![0; BATCH],
+            used: 0,
+            ops: Vec::new(),
+        }
+    }
+
+    fn stream(&self) -> &[u8] {
+        &self.bytes[..self.used]
+    }
+
+    fn room(&self) -> usize {
+        BATCH - self.used
+    }
+}
+
+/// Hands a batch back for reuse once its last holder is done with it.
+fn recycle(batch: Arc<Batch>, spare: &SyncSender<Batch>) {
+    if let Some(mut batch) = Arc::into_inner(batch) {
+        batch.used = 0;
+        batch.ops.clear();
+        // A full queue means enough spares already exist: this one is freed.
+        let _ = spare.try_send(batch);
+    }
+}
+
+/// What a hashing thread does with the batches, in order, and what it yields at the end.
+trait Consumer: Send + 'static {
+    type Output: Send + 'static;
+    fn consume(&mut self, batch: &Batch);
+    fn finish(self) -> Self::Output;
+}
+
+/// The diff id: SHA-256 of every byte of the stream.
+struct StreamHash(Sha256);
+
+impl Consumer for StreamHash {
+    type Output = [u8; 32];
+    fn consume(&mut self, batch: &Batch) {
+        self.0.update(batch.stream());
+    }
+    fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+/// The tarsum: one SHA-256 per entry (header fields, then content), as hex.
+#[derive(Default)]
+struct EntryHashes {
+    sums: Vec<String>,
+    current: Option<Box<Sha256>>,
+}
+
+impl Consumer for EntryHashes {
+    type Output = Vec<String>;
+    fn consume(&mut self, batch: &Batch) {
+        for op in &batch.ops {
+            match op {
+                Op::Begin(h) => self.current = Some(h.clone()),
+                Op::Content(range) => {
+                    if let Some(h) = self.current.as_mut() {
+                        h.update(&batch.bytes[range.clone()]);
                     }
                 }
-                sums
+                Op::End => {
+                    if let Some(h) = self.current.take() {
+                        self.sums.push(hex(&h.finalize()));
+                    }
+                }
+            }
+        }
+    }
+    fn finish(self) -> Vec<String> {
+        self.sums
+    }
+}
+
+/// A thread that runs a [`Consumer`] over every batch it is sent.
+struct Worker<T> {
+    tx: SyncSender<Arc<Batch>>,
+    handle: JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    fn start<C: Consumer<Output = T>>(
+        name: &str,
+        spare: SyncSender<Batch>,
+        mut consumer: C,
+    ) -> Self {
+        let (tx, rx) = sync_channel::<Arc<Batch>>(IN_FLIGHT);
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                for batch in rx {
+                    consumer.consume(&batch);
+                    recycle(batch, &spare);
+                }
+                consumer.finish()
             })
             .expect("spawning a thread only fails when the system is out of resources");
-        TarsumThread { tx, spare, handle }
+        Worker { tx, handle }
     }
 
-    /// A buffer of `CHUNK` bytes for the next chunk: a returned one, or a new one.
-    fn buffer(&self) -> Vec<u8> {
-        let mut buf = self.spare.try_recv().unwrap_or_default();
-        buf.resize(CHUNK, 0);
-        buf
-    }
-
-    fn send(&self, msg: Tarsum) {
+    fn send(&self, batch: Arc<Batch>) {
         // The thread only stops when the sender is dropped, so sending cannot fail.
-        let _ = self.tx.send(msg);
+        let _ = self.tx.send(batch);
     }
 
-    fn finish(self) -> Vec<String> {
+    fn finish(self) -> T {
         drop(self.tx);
-        self.handle
-            .join()
-            .expect("the tarsum thread does not panic")
+        self.handle.join().expect("a hashing thread does not panic")
     }
 }
 
 /// Writes a layer tar from planned entries, computing its diff id and tarsum on the way.
 ///
 /// Generic over the destination, as tar-rs's `Builder` is; [`LayerWriter::finish`] hands it back.
-/// The tarsum is computed on a second thread; the output does not depend on it.
+/// The destination is written on the calling thread, in batches of 1 MiB; both digests are
+/// computed on threads of their own. The output does not depend on them.
 pub struct LayerWriter<W: Write> {
     out: W,
-    stream: Sha256,
     written: u64,
-    tarsum: TarsumThread,
+    batch: Batch,
+    spare: Receiver<Batch>,
+    back: SyncSender<Batch>,
+    diff_id: Worker<[u8; 32]>,
+    tarsum: Worker<Vec<String>>,
     header: Vec<u8>,
+    /// Whether the entries appended now count in the tarsum.
+    checksummed: bool,
     cancel: Option<Arc<AtomicBool>>,
 }
 
 impl<W: Write> LayerWriter<W> {
     /// A writer that streams into `out`.
     pub fn new(out: W) -> Self {
+        // Every batch in flight can come back: the ones queued for both threads, the one
+        // being written, the one being filled.
+        let (back, spare) = sync_channel::<Batch>(2 * IN_FLIGHT + 2);
         LayerWriter {
             out,
-            stream: Sha256::new(),
             written: 0,
-            tarsum: TarsumThread::start(),
+            batch: Batch::new(),
+            spare,
+            diff_id: Worker::start("diff-id", back.clone(), StreamHash(Sha256::new())),
+            tarsum: Worker::start("tarsum", back.clone(), EntryHashes::default()),
+            back,
             header: Vec::with_capacity(4 * BLOCK as usize),
+            checksummed: true,
             cancel: None,
         }
+    }
+
+    /// Leaves the entries appended from now on out of the tarsum. nixpkgs takes the
+    /// layer's `checksum` before it appends the store closure; a writer told where the
+    /// closure starts gives the same value, and does not hash the closure twice.
+    pub fn end_checksum(&mut self) -> &mut Self {
+        self.checksummed = false;
+        self
     }
 
     /// Makes the writer stop with [`Error::Interrupted`] as soon as `flag` is set.
@@ -162,10 +249,53 @@ impl<W: Write> LayerWriter<W> {
         }
     }
 
-    fn emit(&mut self, bytes: &[u8]) -> Result<()> {
-        self.stream.update(bytes);
-        self.out.write_all(bytes).map_err(Error::Write)?;
-        self.written += bytes.len() as u64;
+    /// Hands the current batch to the hashing threads and writes it out.
+    fn ship(&mut self) -> Result<()> {
+        if self.batch.used == 0 && self.batch.ops.is_empty() {
+            return Ok(());
+        }
+        let next = self.spare.try_recv().unwrap_or_else(|_| Batch::new());
+        let batch = Arc::new(std::mem::replace(&mut self.batch, next));
+        self.diff_id.send(Arc::clone(&batch));
+        if !batch.ops.is_empty() {
+            self.tarsum.send(Arc::clone(&batch));
+        }
+        let written = self.out.write_all(batch.stream()).map_err(Error::Write);
+        recycle(batch, &self.back);
+        written
+    }
+
+    /// Appends stream bytes that are not entry content (headers, padding, the end).
+    fn emit(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            if self.batch.room() == 0 {
+                self.ship()?;
+            }
+            let n = bytes.len().min(self.batch.room());
+            let at = self.batch.used;
+            self.batch.bytes[at..at + n].copy_from_slice(&bytes[..n]);
+            self.batch.used += n;
+            self.written += n as u64;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// Appends content bytes of the current entry: stream bytes the tarsum hashes too.
+    fn emit_content(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.batch.room() == 0 {
+                self.ship()?;
+            }
+            let start = self.batch.used;
+            let n = rest.len().min(self.batch.room());
+            self.emit(&rest[..n])?;
+            if self.checksummed {
+                self.batch.ops.push(Op::Content(start..start + n));
+            }
+            rest = &rest[n..];
+        }
         Ok(())
     }
 
@@ -195,66 +325,77 @@ impl<W: Write> LayerWriter<W> {
         self.header = header;
         emitted?;
 
-        let mut sum = tarsum_header(entry);
+        if self.checksummed {
+            self.batch
+                .ops
+                .push(Op::Begin(Box::new(tarsum_header(entry))));
+        }
         match &entry.kind {
             EntryKind::File { source, size } => {
-                self.tarsum.send(Tarsum::Begin(sum));
-                let copied = self.copy_file(source, *size);
-                self.tarsum.send(Tarsum::End);
-                copied?;
+                self.copy_file(source, *size)?;
                 self.pad(*size)?;
             }
             EntryKind::Data(data) => {
-                sum.update(data);
-                self.tarsum.send(Tarsum::Begin(sum));
-                self.tarsum.send(Tarsum::End);
-                self.emit(data)?;
+                self.emit_content(data)?;
                 self.pad(data.len() as u64)?;
             }
-            _ => {
-                self.tarsum.send(Tarsum::Begin(sum));
-                self.tarsum.send(Tarsum::End);
-            }
+            _ => {}
+        }
+        if self.checksummed {
+            self.batch.ops.push(Op::End);
         }
         Ok(())
     }
 
-    /// Streams exactly `size` bytes of `source`; a file that is shorter or longer than
-    /// planned is an error, never a corrupt layer.
+    /// Streams exactly `size` bytes of `source`, read straight into the batch; a file that
+    /// is shorter or longer than planned is an error, never a corrupt layer.
     fn copy_file(&mut self, source: &std::path::Path, size: u64) -> Result<()> {
         let mut file = std::fs::File::open(source).map_err(|e| Error::io(source, e))?;
+        let changed = |found: u64| Error::Changed {
+            path: source.to_owned(),
+            planned: size,
+            found,
+        };
         let mut left = size;
+        // Whether a read already asked for more than was left and met the end of the file.
+        let mut end_seen = false;
         while left > 0 {
             self.check_cancel()?;
-            let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-            let mut buf = self.tarsum.buffer();
-            let n = read_some(&mut file, &mut buf[..want], source)?;
-            buf.truncate(n);
-            if n == 0 {
-                return Err(Error::Changed {
-                    path: source.to_owned(),
-                    planned: size,
-                    found: size - left,
-                });
+            if self.batch.room() == 0 {
+                self.ship()?;
             }
-            let chunk = Arc::new(buf);
-            self.emit(&chunk)?;
-            self.tarsum.send(Tarsum::Data(chunk));
+            let room = self.batch.room();
+            // Ask for one byte more than planned when there is room: a read that returns
+            // exactly what is left then also proves the file ends there.
+            let want = usize::try_from(left.saturating_add(1)).map_or(room, |l| l.min(room));
+            let at = self.batch.used;
+            let n = read_some(&mut file, &mut self.batch.bytes[at..at + want], source)?;
+            if n == 0 {
+                return Err(changed(size - left));
+            }
+            if n as u64 > left {
+                let found = file.metadata().map_or(size + 1, |m| m.len());
+                return Err(changed(found.max(size + 1)));
+            }
+            end_seen = n < want;
+            if self.checksummed {
+                self.batch.ops.push(Op::Content(at..at + n));
+            }
+            self.batch.used += n;
+            self.written += n as u64;
             left -= n as u64;
         }
-        let mut probe = [0u8; 1];
-        if read_some(&mut file, &mut probe, source)? != 0 {
-            let found = file.metadata().map_or(size + 1, |m| m.len());
-            return Err(Error::Changed {
-                path: source.to_owned(),
-                planned: size,
-                found: found.max(size + 1),
-            });
+        if !end_seen {
+            let mut probe = [0u8; 1];
+            if read_some(&mut file, &mut probe, source)? != 0 {
+                let found = file.metadata().map_or(size + 1, |m| m.len());
+                return Err(changed(found.max(size + 1)));
+            }
         }
         Ok(())
     }
 
-    /// Bytes written so far.
+    /// Bytes of the stream produced so far.
     pub fn written(&self) -> u64 {
         self.written
     }
@@ -265,7 +406,9 @@ impl<W: Write> LayerWriter<W> {
         let end = header::archive_size(self.written) - self.written;
         let zeros = vec![0u8; end as usize];
         self.emit(&zeros)?;
+        self.ship()?;
         self.out.flush().map_err(Error::Write)?;
+        let diff_id = self.diff_id.finish();
         let mut entry_sums = self.tarsum.finish();
         entry_sums.sort_unstable();
         let mut total = Sha256::new();
@@ -273,14 +416,13 @@ impl<W: Write> LayerWriter<W> {
             total.update(s.as_bytes());
         }
         let digest = LayerDigest {
-            diff_id: self.stream.finalize().into(),
+            diff_id,
             tarsum: format!("tarsum.v1+sha256:{}", hex(&total.finalize())),
             size: self.written,
         };
         Ok((self.out, digest))
     }
 }
-
 fn read_some(file: &mut std::fs::File, buf: &mut [u8], path: &std::path::Path) -> Result<usize> {
     loop {
         match file.read(buf) {
@@ -326,4 +468,94 @@ fn tarsum_header(entry: &Entry) -> Sha256 {
     h.update(b"unamegname");
     h.update(format!("devmajor{major}devminor{minor}").as_bytes());
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Owner;
+
+    fn data(name: &str, bytes: Vec<u8>) -> Entry {
+        Entry {
+            name: name.as_bytes().to_vec(),
+            kind: EntryKind::Data(bytes),
+            mode: 0o644,
+            owner: Owner::root(),
+            mtime: 1,
+        }
+    }
+
+    fn dir(name: &str) -> Entry {
+        Entry {
+            kind: EntryKind::Directory,
+            mode: 0o755,
+            ..data(name, Vec::new())
+        }
+    }
+
+    fn pack(entries: &[Entry], checksummed: usize) -> (Vec<u8>, LayerDigest) {
+        let mut writer = LayerWriter::new(Vec::new());
+        for (i, entry) in entries.iter().enumerate() {
+            if i == checksummed {
+                writer.end_checksum();
+            }
+            writer.append(entry).unwrap();
+        }
+        writer.finish().unwrap()
+    }
+
+    /// The tarsum written out the slow way: one digest per entry, sorted, hashed.
+    fn tarsum_of(entries: &[Entry]) -> String {
+        let mut sums: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let mut h = tarsum_header(e);
+                if let EntryKind::Data(bytes) = &e.kind {
+                    h.update(bytes);
+                }
+                hex(&h.finalize())
+            })
+            .collect();
+        sums.sort();
+        format!("tarsum.v1+sha256:{}", hex(&Sha256::digest(sums.concat())))
+    }
+
+    /// Contents that straddle batches: bigger than one, exactly one, and many small ones.
+    fn entries() -> Vec<Entry> {
+        let pattern = |len: usize, seed: u8| {
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect()
+        };
+        let mut entries = vec![
+            dir("./"),
+            data("./big", pattern(2 * BATCH + BATCH / 2 + 7, 1)),
+            data("./exact", pattern(BATCH, 2)),
+        ];
+        entries.extend((0..300).map(|i| data(&format!("./small{i:03}"), pattern(i * 97, 3))));
+        entries.push(data("./tail", pattern(BATCH - 512, 4)));
+        entries
+    }
+
+    #[test]
+    fn digests_match_the_bytes_written_across_batches() {
+        let entries = entries();
+        let (out, digest) = pack(&entries, usize::MAX);
+        assert_eq!(digest.size, out.len() as u64);
+        assert_eq!(digest.diff_id, <[u8; 32]>::from(Sha256::digest(&out)));
+        assert_eq!(digest.tarsum, tarsum_of(&entries));
+        let planned: u64 = entries.iter().map(Entry::tar_size).sum();
+        assert_eq!(out.len() as u64, header::archive_size(planned));
+    }
+
+    #[test]
+    fn end_checksum_leaves_the_later_entries_out_of_the_tarsum_only() {
+        let entries = entries();
+        let (all, _) = pack(&entries, usize::MAX);
+        let (out, digest) = pack(&entries, 2);
+        assert_eq!(out, all, "the stream does not depend on the checksum");
+        assert_eq!(digest.tarsum, tarsum_of(&entries[..2]));
+        let (_, none) = pack(&entries, 0);
+        assert_eq!(none.tarsum, tarsum_of(&[]));
+    }
 }

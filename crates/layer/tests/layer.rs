@@ -85,6 +85,9 @@ fn oracle_tree(root: &Path) {
         0o644,
     );
     write(&root.join("a/z"), &vec![7u8; 512], 0o644);
+    // Larger than the writer's 1 MiB batches, so that it spans three of them.
+    let large: Vec<u8> = (0..(5 << 19) + 3).map(|i: u32| (i % 251) as u8).collect();
+    write(&root.join("a/large"), &large, 0o644);
     write(&root.join("a/y"), &vec![7u8; 513], 0o644);
     nix::unistd::mkfifo(
         &root.join("fifo"),
@@ -352,6 +355,25 @@ fn a_file_that_grows_while_packing_is_an_error() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn a_large_file_that_changes_while_packing_is_an_error() {
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("large");
+    let size = 3 << 20;
+    fs::write(&f, vec![1u8; size]).unwrap();
+    let (tree, _) = plan(&[work.path()], &CopyOptions::default());
+    let entries = tree.entries(&Owner::root(), MTIME);
+    for (now, found) in [(size + 1, size as u64 + 1), (2 << 20, 2 << 20)] {
+        fs::write(&f, vec![1u8; now]).unwrap();
+        let mut writer = LayerWriter::new(Vec::new());
+        let err = writer.append_all(&entries).unwrap_err();
+        assert!(
+            matches!(err, Error::Changed { planned, found: f, .. } if planned == size as u64 && f == found),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -235,8 +235,9 @@ fn layer_json_checksum_is_the_moby_tarsum_that_nixpkgs_computes() {
         .as_str()
         .expect("a checksum")
         .to_owned();
-    let moby = tarsum(image.layer_tar(), false);
-    let with_names = tarsum(image.layer_tar(), true);
+    let members = super::read_tar(image.layer_tar());
+    let moby = tarsum(&members, false);
+    let with_names = tarsum(&members, true);
     assert!(
         actual == moby,
         "checksum {actual}, but moby's tarsum v1 (run by nixpkgs) gives {moby}{}",
@@ -248,14 +249,14 @@ fn layer_json_checksum_is_the_moby_tarsum_that_nixpkgs_computes() {
     );
 }
 
-/// moby's tarsum v1 of a plain tar, written from moby's `pkg/tarsum` rather than from
+/// moby's tarsum v1 of the members of a plain tar, written from moby's `pkg/tarsum` rather than from
 /// buildimage's code: per entry, SHA-256 of `key` + `value` for name, mode, uid, gid, size,
 /// typeflag, linkname, uname, gname, devmajor, devminor, then the content; the sorted hex
 /// digests hashed together. moby's `encodeHeader` writes the uname and gname keys with
 /// empty values ("to be compatible with versions before go 1.10"); `with_names` keeps the
 /// values instead, as buildimage.md section 9.3 describes it.
-fn tarsum(layer_tar: &[u8], with_names: bool) -> String {
-    let mut sums: Vec<String> = super::read_tar(layer_tar)
+pub fn tarsum(members: &[super::Member], with_names: bool) -> String {
+    let mut sums: Vec<String> = members
         .iter()
         .map(|m| {
             let mut h = Sha256::new();

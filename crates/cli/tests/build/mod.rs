@@ -11,7 +11,7 @@ mod determinism;
 mod errors;
 mod extra_commands;
 mod interrupt;
-mod layout;
+pub mod layout;
 mod outputs;
 
 use std::fmt::Write as _;

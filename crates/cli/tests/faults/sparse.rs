@@ -18,7 +18,7 @@ use crate::support;
 /// Over 8 GiB, and not a multiple of a block, so that the padding is exercised too.
 const BIG: u64 = (8 << 30) + 123;
 
-/// The most the build may take. It reads, hashes twice (diff id and tarsum) and compresses
+/// The most the build may take. It reads, hashes twice (diff id and tarsum, the file being the layer's own) and compresses
 /// 8 GiB: 14 s with the release binary, about 45 s with the unoptimised one the tests use,
 /// on two cores. The limit is there to catch a writer that stops streaming (byte-wise
 /// reads, the file held in memory), not a slow machine.

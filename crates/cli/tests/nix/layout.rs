@@ -44,6 +44,31 @@ fn json_store_paths_are_the_requisites_of_what_the_copied_root_names() {
 }
 
 #[test]
+fn layer_checksum_is_taken_before_the_closure_is_appended() {
+    let fx = fixture();
+    let dir = scratch();
+    let built = build(dir.path(), "checksum", &spec(), &fx.store, &[]);
+    let image = crate::build::Image::open(&built.archive);
+    let members = crate::build::read_tar(image.layer_tar());
+    let closure = members
+        .iter()
+        .position(|m| m.name == b"./nix/")
+        .expect("the closure starts with ./nix/");
+    assert!(
+        members[closure..]
+            .iter()
+            .all(|m| m.name.starts_with(b"./nix/") || m.name.starts_with(b"nix/store/")),
+        "only the closure follows ./nix/ (its paths named as `find nix/store` lists them)"
+    );
+    // nixpkgs runs tarsum on the layer before it appends the closure.
+    assert_eq!(
+        image.layer_json()["checksum"],
+        crate::build::layout::tarsum(&members[..closure], false),
+        "the checksum covers the copied root only"
+    );
+}
+
+#[test]
 fn closure_files_are_under_nix_store_owned_by_root_and_nothing_else_is() {
     let fx = fixture();
     let dir = scratch();
