@@ -15,15 +15,29 @@ use crate::{apt, cargo_step, header};
 /// What the reference pipeline and the peak-memory measurement need.
 const PACKAGES: &[&str] = &["rsync", "pigz", "jq", "zstd", "tar", "time", "python3"];
 
-/// One compressor's figures.
+/// One row of the table: a compressor, and how buildimage finds the closure.
 struct Row {
-    compressor: &'static str,
+    label: String,
     ours: Vec<f64>,
     reference: Vec<f64>,
     ratios: Vec<f64>,
     rss_kib: Vec<u64>,
     our_size: u64,
     ref_size: u64,
+}
+
+impl Row {
+    fn new(label: String) -> Self {
+        Row {
+            label,
+            ours: Vec::new(),
+            reference: Vec::new(),
+            ratios: Vec::new(),
+            rss_kib: Vec::new(),
+            our_size: 0,
+            ref_size: 0,
+        }
+    }
 }
 
 /// Runs the benchmark for `size` (`small` or `large`) and prints a Markdown table.
@@ -46,12 +60,13 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
     let corpus = work.join(format!("corpus-{size}"));
     header(&format!("corpus {}", corpus.display()));
     let top = make_corpus(&shared, &corpus, size)?;
-    let top_in_store = format!(
-        "/nix/store/{}",
-        top.file_name()
-            .context("corpus top path")?
-            .to_string_lossy()
-    );
+    let top_name = top
+        .file_name()
+        .context("corpus top path")?
+        .to_string_lossy()
+        .into_owned();
+    register(&corpus, &top_name)?;
+    let without_db = view_without_db(&work, size, &corpus)?;
     let runs = if size == "small" { 5 } else { 3 };
     let mut rows = Vec::new();
     for compressor in ["none", "gz", "zstd"] {
@@ -60,7 +75,7 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
         std::fs::write(
             &spec,
             format!(
-                r#"{{"name":"bench","tag":"latest","copyToRoot":"{top_in_store}","compressor":"{compressor}"}}"#
+                r#"{{"name":"bench","tag":"latest","copyToRoot":"/nix/store/{top_name}","compressor":"{compressor}"}}"#
             ),
         )?;
         let ext = match compressor {
@@ -68,42 +83,44 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
             "zstd" => ".zst",
             _ => "",
         };
+        // Every compressor with the database; `none` also without, where the closure is
+        // found by reading every file once more (the reference is told the closure).
+        let mut stores = vec![(compressor.to_owned(), corpus.clone())];
+        if compressor == "none" {
+            stores.push((format!("{compressor}, no database"), without_db.clone()));
+        }
         let ours_out = work.join(format!("buildimage.tar{ext}"));
         let ref_out = work.join(format!("reference.tar{ext}"));
         let time_file = work.join("time.txt");
-        let mut row = Row {
-            compressor,
-            ours: Vec::new(),
-            reference: Vec::new(),
-            ratios: Vec::new(),
-            rss_kib: Vec::new(),
-            our_size: 0,
-            ref_size: 0,
-        };
-        // One warm-up of each (page cache, first-run effects), then counted pairs.
+        let mut these: Vec<Row> = stores.iter().map(|(l, _)| Row::new(l.clone())).collect();
+        // One warm-up of each (page cache, first-run effects), then counted rounds.
         for run in 0..=runs {
-            let _ = std::fs::remove_file(&ours_out);
+            let mut ours_secs = Vec::new();
+            for (_, store) in &stores {
+                let _ = std::fs::remove_file(&ours_out);
+                let mut ours = Command::new("/usr/bin/time");
+                ours.arg("-f")
+                    .arg("%M")
+                    .arg("-o")
+                    .arg(&time_file)
+                    .arg(&binary)
+                    .arg("build")
+                    .arg(&spec)
+                    .arg("--store")
+                    .arg(store)
+                    .arg("-o")
+                    .arg(&ours_out);
+                let secs = timed(&mut ours)?;
+                let rss: u64 = std::fs::read_to_string(&time_file)?
+                    .lines()
+                    .last()
+                    .unwrap_or("0")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                ours_secs.push((secs, rss, std::fs::metadata(&ours_out)?.len()));
+            }
             let _ = std::fs::remove_file(&ref_out);
-            let mut ours = Command::new("/usr/bin/time");
-            ours.arg("-f")
-                .arg("%M")
-                .arg("-o")
-                .arg(&time_file)
-                .arg(&binary)
-                .arg("build")
-                .arg(&spec)
-                .arg("--store")
-                .arg(&corpus)
-                .arg("-o")
-                .arg(&ours_out);
-            let ours_secs = timed(&mut ours)?;
-            let rss: u64 = std::fs::read_to_string(&time_file)?
-                .lines()
-                .last()
-                .unwrap_or("0")
-                .trim()
-                .parse()
-                .unwrap_or(0);
             let mut reference = Command::new("bash");
             reference
                 .arg(shared.join("bench/nixpkgs-buildimage.sh"))
@@ -115,20 +132,56 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
             if run == 0 {
                 continue;
             }
-            eprintln!(
-                "  run {run}: buildimage {ours_secs:.3} s ({rss} KiB), reference {ref_secs:.3} s"
-            );
-            row.ours.push(ours_secs);
-            row.reference.push(ref_secs);
-            row.ratios.push(ours_secs / ref_secs);
-            row.rss_kib.push(rss);
+            for (row, (secs, rss, out_size)) in these.iter_mut().zip(ours_secs) {
+                eprintln!(
+                    "  run {run}: buildimage ({}) {secs:.3} s ({rss} KiB), reference {ref_secs:.3} s",
+                    row.label
+                );
+                row.ours.push(secs);
+                row.reference.push(ref_secs);
+                row.ratios.push(secs / ref_secs);
+                row.rss_kib.push(rss);
+                row.our_size = out_size;
+                row.ref_size = std::fs::metadata(&ref_out)?.len();
+            }
         }
-        row.our_size = std::fs::metadata(&ours_out)?.len();
-        row.ref_size = std::fs::metadata(&ref_out)?.len();
-        rows.push(row);
+        rows.extend(these);
     }
     print!("{}", table(size, runs, &rows));
     Ok(())
+}
+
+/// Registers the corpus's store paths in a Nix database at `nix/var/nix/db`, as Nix does
+/// for every path it builds or substitutes, unless one is there: the references are found
+/// by scanning, once, as Nix finds them after a build.
+fn register(corpus: &Path, top_name: &str) -> Result<()> {
+    use buildimage_nixdb::{Store, StorePath, write_db};
+    let db = corpus.join("nix/var/nix/db");
+    if db.join("db.sqlite").exists() {
+        return Ok(());
+    }
+    header(&format!("register the corpus in {}", db.display()));
+    let store = Store::open_without_db(corpus)?;
+    let top = StorePath::from_base_name(top_name)?;
+    let closure = store.closure_with_nar_info(&[top])?;
+    let temp = corpus.join("nix/var/nix/db.partial");
+    let _ = std::fs::remove_dir_all(&temp);
+    std::fs::create_dir_all(&temp)?;
+    write_db(&temp, closure.as_slice(), 1)?;
+    std::fs::rename(&temp, &db)?;
+    eprintln!("{} store paths registered", closure.len());
+    Ok(())
+}
+
+/// The corpus's store without its database: `nix/store` is a link to the corpus's.
+fn view_without_db(work: &Path, size: &str, corpus: &Path) -> Result<PathBuf> {
+    let view = work.join(format!("corpus-{size}-no-db"));
+    let link = view.join("nix/store");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::fs::create_dir_all(view.join("nix"))?;
+        std::os::unix::fs::symlink(corpus.join("nix/store"), &link)?;
+    }
+    Ok(view)
 }
 
 /// `shared/` beside the checkout (where CI and developers have it), or `BUILDIMAGE_SHARED`.
@@ -212,7 +265,7 @@ fn table(size: &str, runs: usize, rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "| {} | {:.3} | {:.3} | {:.3} | {} | {} | {:.4} | {:.1} MiB |",
-            r.compressor,
+            r.label,
             median(&r.ours),
             median(&r.reference),
             median(&r.ratios),
