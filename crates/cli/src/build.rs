@@ -297,9 +297,18 @@ fn run_as_root(
         for (i, layer) in layers.iter().enumerate() {
             let dir = scratch.path().join(format!("lower-{i}"));
             fs_err::create_dir(&dir)?;
-            buildimage_sandbox::extract_layer(&layer.path, &dir).with_context(|| {
-                format!("Key `fromImage`: cannot extract layer {}", layer.member)
-            })?;
+            let extracted =
+                buildimage_sandbox::extract_layer(&layer.path, &dir).with_context(|| {
+                    format!("Key `fromImage`: cannot extract layer {}", layer.member)
+                })?;
+            for name in &extracted.skipped_devices {
+                warnings.0.push(format!(
+                    "Key `fromImage`: device node {} of layer {} is not visible to \
+                     `runAsRoot`: only root can create device nodes (the image keeps it)",
+                    String::from_utf8_lossy(name),
+                    layer.member
+                ));
+            }
             lower.push(dir);
             signals.check()?;
         }

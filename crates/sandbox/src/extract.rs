@@ -37,14 +37,16 @@ const PAX_XATTR: &str = "SCHILY.xattr.";
 ///   files already extracted into `dest`.
 /// - Owners (numeric ids), modes with setuid, setgid and sticky bits, modification times
 ///   and extended attributes (`SCHILY.xattr.*`; overlayfs' own `*.overlay.*` attributes
-///   are dropped) are kept when running as root; device nodes need root.
+///   are dropped) are kept when running as root. Device nodes need root: without it they
+///   are left out and listed in [`Extracted::skipped_devices`], as Docker leaves them out
+///   in a user namespace.
 /// - OCI whiteouts become overlayfs ones: `.wh.NAME` a character device 0/0 `NAME`, and
 ///   `.wh..wh..opq` the attribute `trusted.overlay.opaque=y` on its folder
 ///   (`user.overlay.opaque` without root, for an overlay mounted with `userxattr`). A
 ///   directory of the layer that replaces a whiteout of the same layer becomes opaque.
 ///
 /// A hostile entry is an [`Error::Hostile`]; entries extracted before it stay in `dest`.
-pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<()> {
+pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<Extracted> {
     let file = File::open(tar_path).map_err(|e| Error::io(tar_path, e))?;
     fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
     let mut ex = Extractor {
@@ -53,6 +55,7 @@ pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<()> {
         privileged: geteuid().is_root(),
         userxattr: crate::needs_userxattr(),
         dirs: BTreeMap::new(),
+        extracted: Extracted::default(),
     };
     let mut archive = tar::Archive::new(BufReader::new(file));
     let tar_err = |e| Error::Tar {
@@ -64,6 +67,14 @@ pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<()> {
         ex.entry(&mut entry)?;
     }
     ex.finish()
+}
+
+/// What [`extract_layer`] could not recreate, for the caller to report.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Extracted {
+    /// Names (as in the tar) of the device nodes left out: only root can create them.
+    pub skipped_devices: Vec<Vec<u8>>,
 }
 
 /// The metadata applied to an object once it exists.
@@ -85,6 +96,7 @@ struct Extractor<'a> {
     /// Folders whose metadata is applied at the end, so read-only ones can be filled; a
     /// later entry for the same folder wins.
     dirs: BTreeMap<PathBuf, Meta>,
+    extracted: Extracted,
 }
 
 /// Splits a tar name into its components, without empty ones and `.`; `None` when a
@@ -220,7 +232,9 @@ impl Extractor<'_> {
             }
             EntryType::Char | EntryType::Block => {
                 if !self.privileged {
-                    return Err(self.hostile(&raw, "device nodes can only be created as root"));
+                    // moby's archive code skips devices in a user namespace the same way.
+                    self.extracted.skipped_devices.push(raw);
+                    return Ok(());
                 }
                 let major = entry.header().device_major().ok().flatten().unwrap_or(0);
                 let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
@@ -406,11 +420,11 @@ impl Extractor<'_> {
     }
 
     /// Applies the folders' metadata, children before their parents.
-    fn finish(self) -> Result<()> {
+    fn finish(self) -> Result<Extracted> {
         for (path, meta) in self.dirs.iter().rev() {
             self.apply(path, meta, false)?;
         }
-        Ok(())
+        Ok(self.extracted)
     }
 }
 

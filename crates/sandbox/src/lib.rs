@@ -108,7 +108,7 @@ use nix::unistd::{Pid, getegid, geteuid};
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
-pub use extract::extract_layer;
+pub use extract::{Extracted, extract_layer};
 
 use crate::protocol::{HelperRequest, Report};
 

@@ -174,3 +174,101 @@ fn full_tmpdir_fails_unpacking_from_image_and_leaves_nothing() {
         "no output"
     );
 }
+
+/// `runAsRoot` with `TMPDIR` on a full disk, where its overlay lives: the upper folder
+/// (the staged `copyToRoot`, which the script writes into) and the lower folders (the
+/// extracted base layers). Each failure names the step and the cause, and leaves no file,
+/// no temporary folder and no mount.
+fn assert_run_as_root_left_nothing(scratch: &Scratch, tmp: &Tmpfs) {
+    assert_eq!(names(tmp.path()), Vec::<String>::new(), "TMPDIR is empty");
+    assert_eq!(
+        names(&scratch.join("out")),
+        Vec::<String>::new(),
+        "no output"
+    );
+    crate::root::assert_nothing_mounted(tmp.path());
+    crate::root::assert_nothing_mounted(scratch.path());
+}
+
+#[test]
+fn full_tmpdir_fails_staging_for_run_as_root_and_leaves_nothing() {
+    let scratch = Scratch::new();
+    big_source(&scratch);
+    crate::root::busybox_root(&scratch.join("bb"));
+    mkdir(&scratch.join("out"), 0o755);
+    let tmp = Tmpfs::mount(DISK);
+    let spec = json!({
+        "name": "root-staging", "tag": "t", "copyToRoot": ["bb", "root"],
+        "compressor": "none", "runAsRoot": "touch /made-by-the-script",
+    });
+    let error = build_fails(
+        &scratch,
+        &spec,
+        &scratch.join("out/image.tar"),
+        Some(tmp.path()),
+    );
+    assert!(
+        error.contains("Staging copyToRoot for `runAsRoot` failed") && error.contains(ENOSPC),
+        "the error says staging failed and why: {error}"
+    );
+    assert_run_as_root_left_nothing(&scratch, &tmp);
+}
+
+#[test]
+fn run_as_root_that_fills_tmpdir_fails_and_leaves_nothing() {
+    let scratch = Scratch::new();
+    crate::root::busybox_root(&scratch.join("bb"));
+    mkdir(&scratch.join("out"), 0o755);
+    let tmp = Tmpfs::mount(DISK);
+    // Three copies of the 2 MB busybox do not fit beside the staged one on 4 MiB.
+    let spec = json!({
+        "name": "root-fills", "tag": "t", "copyToRoot": "bb", "compressor": "none",
+        "runAsRoot": "cat /bin/busybox /bin/busybox /bin/busybox > /big",
+    });
+    let error = build_fails(
+        &scratch,
+        &spec,
+        &scratch.join("out/image.tar"),
+        Some(tmp.path()),
+    );
+    assert!(
+        error.contains("runAsRoot") && error.contains("exit status 1"),
+        "the error names the script and its status: {error}"
+    );
+    assert_run_as_root_left_nothing(&scratch, &tmp);
+}
+
+#[test]
+fn full_tmpdir_fails_extracting_base_layers_for_run_as_root_and_leaves_nothing() {
+    let scratch = Scratch::new();
+    crate::root::busybox_root(&scratch.join("bb"));
+    write(&scratch.join("bb/noise"), &noise(3 << 20, 2), 0o644);
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(scratch.spec(&json!({
+                "name": "base", "tag": "t", "copyToRoot": "bb", "compressor": "none",
+            })))
+            .arg("-o")
+            .arg(scratch.join("base.tar")),
+    );
+    mkdir(&scratch.join("out"), 0o755);
+    // Room for the base's layer (5 MB) once, not twice: reading the base succeeds, and
+    // extracting its layer as the overlay's lower folder runs out of space.
+    let tmp = Tmpfs::mount("8m");
+    let spec = json!({
+        "name": "root-lower", "tag": "t", "fromImage": "base.tar", "compressor": "none",
+        "runAsRoot": "touch /made-by-the-script",
+    });
+    let error = build_fails(
+        &scratch,
+        &spec,
+        &scratch.join("out/image.tar"),
+        Some(tmp.path()),
+    );
+    assert!(
+        error.contains("Key `fromImage`: cannot extract layer") && error.contains(ENOSPC),
+        "the error names the key, the layer and the cause: {error}"
+    );
+    assert_run_as_root_left_nothing(&scratch, &tmp);
+}

@@ -181,7 +181,8 @@ impl Case {
 /// `dir`. The sandbox mounts in private namespaces, so the test's own table alone would
 /// not show a leftover helper's overlay; every live process's table does.
 pub fn assert_nothing_mounted(dir: &Path) {
-    let needle = dir.to_str().expect("a UTF-8 temporary path");
+    // Strictly below: `dir` may be a mount point itself (a test's tmpfs).
+    let needle = format!("{}/", dir.to_str().expect("a UTF-8 temporary path"));
     let Ok(procs) = fs::read_dir("/proc") else {
         panic!("cannot list /proc");
     };
@@ -199,7 +200,7 @@ pub fn assert_nothing_mounted(dir: &Path) {
             .filter(|line| {
                 line.split(' ')
                     .nth(4)
-                    .is_some_and(|m| m.starts_with(needle))
+                    .is_some_and(|m| m.starts_with(&needle))
             })
             .collect();
         assert!(

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde_json::json;
 
-use super::{Case, busybox_root, names, top_layer};
+use super::{Case, base_image, busybox_root, names, top_layer};
 use crate::docker::ImageArchive;
 use crate::support;
 
@@ -87,4 +87,67 @@ fn an_ordinary_user_is_told_that_run_as_root_cannot_give_files_away() {
     );
     assert!(!case.join("chown.tar").exists(), "no output");
     case.assert_clean();
+}
+
+#[test]
+fn an_ordinary_user_builds_on_a_base_with_device_nodes_which_the_script_does_not_see() {
+    let case = Case::new();
+    // The base (built as root) holds a character device outside /dev, where the
+    // sandbox's fresh /dev would not hide it.
+    base_image(&case, "devbase", &json!({}), |root| {
+        fs::create_dir(root.join("etc")).expect("mkdir etc");
+        nix::sys::stat::mknod(
+            &root.join("etc/null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .expect("mknod etc/null");
+    });
+    let spec = case.spec(
+        "ondev",
+        &json!({
+            "name": "ondev", "tag": "t", "fromImage": "devbase.tar", "compressor": "none",
+            "runAsRoot": "test ! -e /etc/null && echo ran > /ran",
+        }),
+    );
+    let output = as_nobody(&case)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(case.join("ondev.tar"))
+        .output()
+        .expect("start buildimage");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the build succeeds:\n{stderr}");
+    // Without root, the device cannot be made, so it is left out of the script's view (as
+    // Docker does in a user namespace), with a warning that names it and the key.
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("fromImage")
+            && stderr.contains("etc/null")
+            && stderr.contains("only root can create device nodes"),
+        "a warning names the device:\n{stderr}"
+    );
+    case.assert_clean();
+    let archive = ImageArchive::read(&case.join("ondev.tar"));
+    let top = top_layer(&archive);
+    assert!(
+        names(&top).contains(&"./ran"),
+        "the script ran: {:?}",
+        names(&top)
+    );
+    assert!(
+        !names(&top).iter().any(|n| n.contains("null")),
+        "the new layer neither has nor deletes the device: {:?}",
+        names(&top)
+    );
+    // The base layer is in the image unchanged, device included.
+    let manifest = archive.manifest();
+    let base = manifest[0]["Layers"][0].as_str().expect("a base layer");
+    let null = crate::docker::tar_members(archive.file(base))
+        .into_iter()
+        .find(|m| m.path == "./etc/null")
+        .expect("the base layer keeps ./etc/null");
+    assert_eq!(null.kind, b'3', "still a character device");
 }
