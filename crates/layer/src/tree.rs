@@ -1,9 +1,10 @@
 //! The layer's file tree, merged from source directories with rsync `-a` semantics.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
-use std::os::unix::ffi::OsStrExt;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -821,33 +822,102 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
 }
 
-/// The entry for the object at `source`, named `name` (folders with a trailing `/`), or
-/// `None` for a socket.
+/// What an entry needs to know of an object, from `lstat` or `fstatat`.
+struct Stat {
+    /// The `S_IFMT` bits of `st_mode`.
+    format: u32,
+    /// Permission bits with setuid, setgid and sticky.
+    mode: u32,
+    size: u64,
+    rdev: u64,
+}
+
+impl From<&fs::Metadata> for Stat {
+    fn from(md: &fs::Metadata) -> Self {
+        Stat {
+            format: md.mode() & libc_ifmt::S_IFMT,
+            mode: md.mode() & 0o7777,
+            size: md.len(),
+            rdev: md.rdev(),
+        }
+    }
+}
+
+/// The file-type bits of `st_mode` (the values are the same on every Linux).
+mod libc_ifmt {
+    pub const S_IFMT: u32 = 0o170_000;
+    pub const S_IFDIR: u32 = 0o040_000;
+    pub const S_IFLNK: u32 = 0o120_000;
+    pub const S_IFREG: u32 = 0o100_000;
+    pub const S_IFIFO: u32 = 0o010_000;
+    pub const S_IFCHR: u32 = 0o020_000;
+    pub const S_IFBLK: u32 = 0o060_000;
+}
+
+/// The entry for the object at `source` (not followed), named `name`, or `None` for a
+/// socket.
 fn entry_at(source: &Path, name: &[u8], owner: &Owner, mtime: u64) -> Result<Option<Entry>> {
     let md = fs::symlink_metadata(source).map_err(|e| Error::io(source, e))?;
-    let ft = md.file_type();
-    let mode = md.mode() & 0o7777;
-    let kind = if ft.is_dir() {
-        EntryKind::Directory
-    } else if ft.is_symlink() {
-        let target = fs::read_link(source).map_err(|e| Error::io(source, e))?;
-        EntryKind::Symlink(target.as_os_str().as_bytes().to_vec())
-    } else if ft.is_file() {
-        EntryKind::File {
+    entry_from(&Stat::from(&md), source, name, owner, mtime, || {
+        fs::read_link(source).map(|t| t.into_os_string().into_vec())
+    })
+}
+
+/// The entry for `child` of the open folder `dir` (at `dir_path`): looked up relative to
+/// the folder, not through its whole path again.
+fn child_entry(
+    dir: &fs::File,
+    dir_path: &Path,
+    child: &[u8],
+    name: &[u8],
+    owner: &Owner,
+    mtime: u64,
+) -> Result<Option<Entry>> {
+    use nix::fcntl::{AtFlags, readlinkat};
+    use nix::sys::stat::fstatat;
+    let child_os = OsStr::from_bytes(child);
+    let source = dir_path.join(child_os);
+    let st = fstatat(dir, child_os, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| Error::io(&source, e.into()))?;
+    let stat = Stat {
+        format: st.st_mode & libc_ifmt::S_IFMT,
+        mode: st.st_mode & 0o7777,
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        rdev: st.st_rdev,
+    };
+    entry_from(&stat, &source, name, owner, mtime, || {
+        readlinkat(dir, child_os)
+            .map(OsString::into_vec)
+            .map_err(io::Error::from)
+    })
+}
+
+fn entry_from(
+    stat: &Stat,
+    source: &Path,
+    name: &[u8],
+    owner: &Owner,
+    mtime: u64,
+    read_link: impl FnOnce() -> io::Result<Vec<u8>>,
+) -> Result<Option<Entry>> {
+    use libc_ifmt::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG};
+    let kind = match stat.format {
+        S_IFDIR => EntryKind::Directory,
+        S_IFLNK => EntryKind::Symlink(read_link().map_err(|e| Error::io(source, e))?),
+        S_IFREG => EntryKind::File {
             source: source.to_owned(),
-            size: md.len(),
-        }
-    } else if ft.is_fifo() {
-        EntryKind::Fifo
-    } else if ft.is_char_device() || ft.is_block_device() {
-        let (major, minor) = split_dev(md.rdev());
-        if ft.is_char_device() {
+            size: stat.size,
+        },
+        S_IFIFO => EntryKind::Fifo,
+        S_IFCHR => {
+            let (major, minor) = split_dev(stat.rdev);
             EntryKind::CharDevice { major, minor }
-        } else {
+        }
+        S_IFBLK => {
+            let (major, minor) = split_dev(stat.rdev);
             EntryKind::BlockDevice { major, minor }
         }
-    } else {
-        return Ok(None);
+        _ => return Ok(None),
     };
     let mut member = name.to_vec();
     if kind == EntryKind::Directory {
@@ -856,7 +926,7 @@ fn entry_at(source: &Path, name: &[u8], owner: &Owner, mtime: u64) -> Result<Opt
     Ok(Some(Entry {
         name: member,
         kind,
-        mode,
+        mode: stat.mode,
         owner: owner.clone(),
         mtime,
     }))
@@ -899,11 +969,12 @@ fn walk_by_path<E: From<Error>>(
     // One item for each child's own entry (key: its name) and one for each child folder's
     // contents (key: its name and `/`).
     let mut items: Vec<(Vec<u8>, Option<Entry>, PathBuf)> = Vec::new();
+    let dir = fs::File::open(source).map_err(|e| Error::io(source, e))?;
     for (child, path) in sorted_children(source)? {
         let mut child_name = name.to_vec();
         child_name.push(b'/');
         child_name.extend_from_slice(&child);
-        let Some(entry) = entry_at(&path, &child_name, owner, mtime)? else {
+        let Some(entry) = child_entry(&dir, source, &child, &child_name, owner, mtime)? else {
             continue;
         };
         if entry.kind == EntryKind::Directory {
