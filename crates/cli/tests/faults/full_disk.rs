@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Tmpfs, leftovers, noise};
+use super::{Tmpfs, noise};
 use crate::build::{Scratch, buildimage, mkdir, names, run_err, run_ok, stderr, write};
 
 /// Size of the tmpfs: smaller than any image below.
@@ -43,6 +43,25 @@ fn build_fails(scratch: &Scratch, spec: &Value, out: &Path, tmpdir: Option<&Path
         .find(|line| line.starts_with("error: "))
         .unwrap_or_else(|| panic!("no error line:\n{stderr}"))
         .to_owned()
+}
+
+/// Builds `spec` into `out/image.tar` with `TMPDIR` on a fresh tmpfs of `size`, expects
+/// the failure, checks that it left nothing (an empty `TMPDIR`, no output, no mount in any
+/// process, as `runAsRoot`'s overlay could leave) and returns its `error: ` line.
+fn fails_with_tmpdir_of(scratch: &Scratch, spec: &Value, size: &str) -> String {
+    let out = scratch.join("out");
+    fs::create_dir_all(&out).expect("create out/");
+    let tmp = Tmpfs::mount(size);
+    let error = build_fails(scratch, spec, &out.join("image.tar"), Some(tmp.path()));
+    assert_eq!(
+        names(tmp.path()),
+        Vec::<String>::new(),
+        "TMPDIR is empty: {error}"
+    );
+    assert_eq!(names(&out), Vec::<String>::new(), "no output: {error}");
+    crate::root::assert_nothing_mounted(tmp.path());
+    crate::root::assert_nothing_mounted(scratch.path());
+    error
 }
 
 #[test]
@@ -83,29 +102,16 @@ fn full_output_disk_fails_naming_the_output_and_leaves_nothing() {
 fn full_tmpdir_fails_staging_for_extra_commands_and_leaves_nothing() {
     let scratch = Scratch::new();
     big_source(&scratch);
-    mkdir(&scratch.join("out"), 0o755);
-    let tmp = Tmpfs::mount(DISK);
     let spec = json!({
         "name": "staging", "tag": "t", "copyToRoot": "root", "compressor": "none",
         "extraCommands": "touch made-by-the-script",
     });
-    let error = build_fails(
-        &scratch,
-        &spec,
-        &scratch.join("out/image.tar"),
-        Some(tmp.path()),
-    );
+    let error = fails_with_tmpdir_of(&scratch, &spec, DISK);
     // The path named is the file being copied (`stage::materialize` reports the source of
     // a failed copy, whichever side failed), not the staging folder.
     assert!(
         error.contains("Staging the layer for `extraCommands` failed") && error.contains(ENOSPC),
         "the error says staging failed and why: {error}"
-    );
-    assert_eq!(names(tmp.path()), Vec::<String>::new(), "TMPDIR is empty");
-    assert_eq!(
-        names(&scratch.join("out")),
-        Vec::<String>::new(),
-        "no output"
     );
 }
 
@@ -114,27 +120,27 @@ fn extra_commands_that_fill_tmpdir_fail_and_leave_nothing() {
     let scratch = Scratch::new();
     mkdir(&scratch.join("root"), 0o755);
     write(&scratch.join("root/small"), b"small", 0o644);
-    mkdir(&scratch.join("out"), 0o755);
-    let tmp = Tmpfs::mount(DISK);
     let spec = json!({
         "name": "script-fills", "tag": "t", "copyToRoot": "root", "compressor": "none",
         "extraCommands": "head -c 8388608 /dev/zero > big",
     });
-    let error = build_fails(
-        &scratch,
-        &spec,
-        &scratch.join("out/image.tar"),
-        Some(tmp.path()),
-    );
+    let error = fails_with_tmpdir_of(&scratch, &spec, DISK);
     assert!(
         error.contains("`extraCommands` failed with exit status"),
         "{error}"
     );
-    assert_eq!(names(tmp.path()), Vec::<String>::new(), "TMPDIR is empty");
-    assert_eq!(
-        names(&scratch.join("out")),
-        Vec::<String>::new(),
-        "no output"
+}
+
+/// Builds the folder `root` as a base image at `file`.
+fn base_of(scratch: &Scratch, root: &str, compressor: &str, file: &str) {
+    run_ok(
+        buildimage(scratch.path())
+            .arg("build")
+            .arg(scratch.spec(&json!({
+                "name": "base", "tag": "t", "copyToRoot": root, "compressor": compressor,
+            })))
+            .arg("-o")
+            .arg(scratch.join(file)),
     );
 }
 
@@ -142,100 +148,51 @@ fn extra_commands_that_fill_tmpdir_fail_and_leave_nothing() {
 fn full_tmpdir_fails_unpacking_from_image_and_leaves_nothing() {
     let scratch = Scratch::new();
     big_source(&scratch);
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(scratch.spec(&json!({
-                "name": "base", "tag": "t", "copyToRoot": "root", "compressor": "gz",
-            })))
-            .arg("-o")
-            .arg(scratch.join("base.tar.gz")),
-    );
-    mkdir(&scratch.join("out"), 0o755);
-    let tmp = Tmpfs::mount(DISK);
+    base_of(&scratch, "root", "gz", "base.tar.gz");
     let spec = json!({
         "name": "on-base", "tag": "t", "fromImage": "base.tar.gz", "compressor": "none",
     });
-    let error = build_fails(
-        &scratch,
-        &spec,
-        &scratch.join("out/image.tar"),
-        Some(tmp.path()),
-    );
+    let error = fails_with_tmpdir_of(&scratch, &spec, DISK);
     assert!(
         error.contains("fromImage") && error.contains(ENOSPC),
         "the error names the key and the cause: {error}"
     );
-    assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
-    assert_eq!(names(tmp.path()), Vec::<String>::new(), "TMPDIR is empty");
-    assert_eq!(
-        names(&scratch.join("out")),
-        Vec::<String>::new(),
-        "no output"
-    );
 }
 
-/// `runAsRoot` with `TMPDIR` on a full disk, where its overlay lives: the upper folder
-/// (the staged `copyToRoot`, which the script writes into) and the lower folders (the
-/// extracted base layers). Each failure names the step and the cause, and leaves no file,
-/// no temporary folder and no mount.
-fn assert_run_as_root_left_nothing(scratch: &Scratch, tmp: &Tmpfs) {
-    assert_eq!(names(tmp.path()), Vec::<String>::new(), "TMPDIR is empty");
-    assert_eq!(
-        names(&scratch.join("out")),
-        Vec::<String>::new(),
-        "no output"
-    );
-    crate::root::assert_nothing_mounted(tmp.path());
-    crate::root::assert_nothing_mounted(scratch.path());
-}
+// `runAsRoot` writes to `TMPDIR` in three places: the extracted base layers (the overlay's
+// lower folders), the staged `copyToRoot` (its upper folder), and whatever the script
+// writes there.
 
 #[test]
 fn full_tmpdir_fails_staging_for_run_as_root_and_leaves_nothing() {
     let scratch = Scratch::new();
     big_source(&scratch);
     crate::root::busybox_root(&scratch.join("bb"));
-    mkdir(&scratch.join("out"), 0o755);
-    let tmp = Tmpfs::mount(DISK);
     let spec = json!({
         "name": "root-staging", "tag": "t", "copyToRoot": ["bb", "root"],
         "compressor": "none", "runAsRoot": "touch /made-by-the-script",
     });
-    let error = build_fails(
-        &scratch,
-        &spec,
-        &scratch.join("out/image.tar"),
-        Some(tmp.path()),
-    );
+    let error = fails_with_tmpdir_of(&scratch, &spec, DISK);
     assert!(
         error.contains("Staging copyToRoot for `runAsRoot` failed") && error.contains(ENOSPC),
         "the error says staging failed and why: {error}"
     );
-    assert_run_as_root_left_nothing(&scratch, &tmp);
 }
 
 #[test]
 fn run_as_root_that_fills_tmpdir_fails_and_leaves_nothing() {
     let scratch = Scratch::new();
     crate::root::busybox_root(&scratch.join("bb"));
-    mkdir(&scratch.join("out"), 0o755);
-    let tmp = Tmpfs::mount(DISK);
     // Three copies of the 2 MB busybox do not fit beside the staged one on 4 MiB.
     let spec = json!({
         "name": "root-fills", "tag": "t", "copyToRoot": "bb", "compressor": "none",
         "runAsRoot": "cat /bin/busybox /bin/busybox /bin/busybox > /big",
     });
-    let error = build_fails(
-        &scratch,
-        &spec,
-        &scratch.join("out/image.tar"),
-        Some(tmp.path()),
-    );
+    let error = fails_with_tmpdir_of(&scratch, &spec, DISK);
     assert!(
         error.contains("runAsRoot") && error.contains("exit status 1"),
         "the error names the script and its status: {error}"
     );
-    assert_run_as_root_left_nothing(&scratch, &tmp);
 }
 
 #[test]
@@ -243,32 +200,16 @@ fn full_tmpdir_fails_extracting_base_layers_for_run_as_root_and_leaves_nothing()
     let scratch = Scratch::new();
     crate::root::busybox_root(&scratch.join("bb"));
     write(&scratch.join("bb/noise"), &noise(3 << 20, 2), 0o644);
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(scratch.spec(&json!({
-                "name": "base", "tag": "t", "copyToRoot": "bb", "compressor": "none",
-            })))
-            .arg("-o")
-            .arg(scratch.join("base.tar")),
-    );
-    mkdir(&scratch.join("out"), 0o755);
-    // Room for the base's layer (5 MB) once, not twice: reading the base succeeds, and
-    // extracting its layer as the overlay's lower folder runs out of space.
-    let tmp = Tmpfs::mount("8m");
+    base_of(&scratch, "bb", "none", "base.tar");
     let spec = json!({
         "name": "root-lower", "tag": "t", "fromImage": "base.tar", "compressor": "none",
         "runAsRoot": "touch /made-by-the-script",
     });
-    let error = build_fails(
-        &scratch,
-        &spec,
-        &scratch.join("out/image.tar"),
-        Some(tmp.path()),
-    );
+    // Room for the base's layer (5 MB) once, not twice: reading the base succeeds, and
+    // extracting its layer as the overlay's lower folder runs out of space.
+    let error = fails_with_tmpdir_of(&scratch, &spec, "8m");
     assert!(
         error.contains("Key `fromImage`: cannot extract layer") && error.contains(ENOSPC),
         "the error names the key, the layer and the cause: {error}"
     );
-    assert_run_as_root_left_nothing(&scratch, &tmp);
 }

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
 
 use serde_json::json;
 
@@ -39,6 +40,21 @@ fn as_nobody(case: &Case) -> assert_cmd::Command {
     cmd
 }
 
+/// `buildimage build NAME.json -o NAME.tar` as `nobody`, with `spec` as NAME.json; returns
+/// its output and its standard error as text.
+fn build_as_nobody(case: &Case, name: &str, spec: &serde_json::Value) -> (Output, String) {
+    let spec = case.spec(name, spec);
+    let output = as_nobody(case)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(case.join(format!("{name}.tar")))
+        .output()
+        .expect("start buildimage");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stderr)
+}
+
 #[test]
 fn an_ordinary_user_runs_run_as_root_in_a_user_namespace() {
     let case = Case::new();
@@ -65,21 +81,14 @@ fn an_ordinary_user_runs_run_as_root_in_a_user_namespace() {
 fn an_ordinary_user_is_told_that_run_as_root_cannot_give_files_away() {
     let case = Case::new();
     busybox_root(&case.join("root"));
-    let spec = case.spec(
+    let (output, stderr) = build_as_nobody(
+        &case,
         "chown",
         &json!({
             "name": "chown", "tag": "t", "copyToRoot": "root", "compressor": "none",
             "runAsRoot": "mkdir -p /data && chown 1000:1000 /data",
         }),
     );
-    let output = as_nobody(&case)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(case.join("chown.tar"))
-        .output()
-        .expect("start buildimage");
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the chown must fail:\n{stderr}");
     assert!(
         stderr.contains("can only own files as root") && stderr.contains("runAsRoot"),
@@ -104,21 +113,14 @@ fn an_ordinary_user_builds_on_a_base_with_device_nodes_which_the_script_does_not
         )
         .expect("mknod etc/null");
     });
-    let spec = case.spec(
+    let (output, stderr) = build_as_nobody(
+        &case,
         "ondev",
         &json!({
             "name": "ondev", "tag": "t", "fromImage": "devbase.tar", "compressor": "none",
             "runAsRoot": "test ! -e /etc/null && echo ran > /ran",
         }),
     );
-    let output = as_nobody(&case)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(case.join("ondev.tar"))
-        .output()
-        .expect("start buildimage");
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the build succeeds:\n{stderr}");
     // Without root, the device cannot be made, so it is left out of the script's view (as
     // Docker does in a user namespace), with a warning that names it and the key.
