@@ -152,15 +152,18 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
 }
 
 /// Registers the corpus's store paths in a Nix database at `nix/var/nix/db`, as Nix does
-/// for every path it builds or substitutes, unless one is there: the references are found
-/// by scanning, once, as Nix finds them after a build.
+/// for every path it builds or substitutes: the references are found by scanning, once, as
+/// Nix finds them after a build. A database made for another top path (the corpus was
+/// made again) is made again.
 fn register(corpus: &Path, top_name: &str) -> Result<()> {
     use buildimage_nixdb::{Store, StorePath, write_db};
     let db = corpus.join("nix/var/nix/db");
-    if db.join("db.sqlite").exists() {
+    let stamp = db.join("bench-top-path");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == top_name) {
         return Ok(());
     }
     header(&format!("register the corpus in {}", db.display()));
+    let _ = std::fs::remove_dir_all(&db);
     let store = Store::open_without_db(corpus)?;
     let top = StorePath::from_base_name(top_name)?;
     let closure = store.closure_with_nar_info(&[top])?;
@@ -168,6 +171,7 @@ fn register(corpus: &Path, top_name: &str) -> Result<()> {
     let _ = std::fs::remove_dir_all(&temp);
     std::fs::create_dir_all(&temp)?;
     write_db(&temp, closure.as_slice(), 1)?;
+    std::fs::write(temp.join("bench-top-path"), top_name)?;
     std::fs::rename(&temp, &db)?;
     eprintln!("{} store paths registered", closure.len());
     Ok(())

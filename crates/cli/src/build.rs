@@ -301,7 +301,13 @@ fn run_as_root(
                 buildimage_sandbox::extract_layer(&layer.path, &dir).with_context(|| {
                     format!("Key `fromImage`: cannot extract layer {}", layer.member)
                 })?;
-            for name in &extracted.skipped_devices {
+            // The sandbox mounts a fresh /dev, which hides the base's own as well.
+            let outside_dev = extracted.skipped_devices.iter().filter(|name| {
+                let name = name.strip_prefix(b"./").unwrap_or(name);
+                let name = name.strip_prefix(b"/").unwrap_or(name);
+                !name.starts_with(b"dev/")
+            });
+            for name in outside_dev {
                 warnings.0.push(format!(
                     "Key `fromImage`: device node {} of layer {} is not visible to \
                      `runAsRoot`: only root can create device nodes (the image keeps it)",

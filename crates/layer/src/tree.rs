@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::entry::{Entry, EntryKind, Owner};
@@ -969,7 +969,12 @@ fn walk_by_path<E: From<Error>>(
     // One item for each child's own entry (key: its name) and one for each child folder's
     // contents (key: its name and `/`).
     let mut items: Vec<(Vec<u8>, Option<Entry>, PathBuf)> = Vec::new();
-    let dir = fs::File::open(source).map_err(|e| Error::io(source, e))?;
+    // Not followed if it became a symlink since it was listed.
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(source)
+        .map_err(|e| Error::io(source, e))?;
     for (child, path) in sorted_children(source)? {
         let mut child_name = name.to_vec();
         child_name.push(b'/');
@@ -984,6 +989,8 @@ fn walk_by_path<E: From<Error>>(
         }
         items.push((child, Some(entry), path));
     }
+    // Closed before going deeper: one open folder at a time, however deep the tree.
+    drop(dir);
     items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (key, entry, path) in items {
         if let Some(entry) = entry {

@@ -31,7 +31,8 @@ const IN_FLIGHT: usize = 3;
 pub struct LayerDigest {
     /// SHA-256 of the whole tar stream: the layer's `diff_id` without the `sha256:` prefix.
     pub diff_id: [u8; 32],
-    /// moby's tarsum v1 of the stream (`tarsum.v1+sha256:<hex>`).
+    /// moby's tarsum v1 (`tarsum.v1+sha256:<hex>`) of the stream's entries, or of those
+    /// before [`LayerWriter::end_checksum`] when it was called.
     pub tarsum: String,
     /// Length of the stream in bytes.
     pub size: u64,
@@ -211,8 +212,8 @@ pub struct LayerWriter<W: Write> {
 impl<W: Write> LayerWriter<W> {
     /// A writer that streams into `out`.
     pub fn new(out: W) -> Self {
-        // Every batch in flight can come back: the ones queued for both threads, the one
-        // being written, the one being filled.
+        // Room for about every batch that can be in flight to come back (queued for or held
+        // by either thread, being written); a spare that finds the queue full is freed.
         let (back, spare) = sync_channel::<Batch>(2 * IN_FLIGHT + 2);
         LayerWriter {
             out,
@@ -366,7 +367,9 @@ impl<W: Write> LayerWriter<W> {
             }
             let room = self.batch.room();
             // Ask for one byte more than planned when there is room: a read that returns
-            // exactly what is left then also proves the file ends there.
+            // exactly what is left then also shows the file ends there (a regular file
+            // reads short only at its end; should a file system read short elsewhere, the
+            // layer still holds exactly the planned bytes, never a torn entry).
             let want = usize::try_from(left.saturating_add(1)).map_or(room, |l| l.min(room));
             let at = self.batch.used;
             let n = read_some(&mut file, &mut self.batch.bytes[at..at + want], source)?;

@@ -1,6 +1,6 @@
 //! Safe extraction of a layer tar into an overlay lower directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader};
@@ -38,8 +38,9 @@ const PAX_XATTR: &str = "SCHILY.xattr.";
 /// - Owners (numeric ids), modes with setuid, setgid and sticky bits, modification times
 ///   and extended attributes (`SCHILY.xattr.*`; overlayfs' own `*.overlay.*` attributes
 ///   are dropped) are kept when running as root. Device nodes need root: without it they
-///   are left out and listed in [`Extracted::skipped_devices`], as Docker leaves them out
-///   in a user namespace.
+///   are left out (a whiteout takes their place, hiding lower layers' objects there too)
+///   and listed in [`Extracted::skipped_devices`], as Docker leaves them out in a user
+///   namespace; so are hard links to them.
 /// - OCI whiteouts become overlayfs ones: `.wh.NAME` a character device 0/0 `NAME`, and
 ///   `.wh..wh..opq` the attribute `trusted.overlay.opaque=y` on its folder
 ///   (`user.overlay.opaque` without root, for an overlay mounted with `userxattr`). A
@@ -56,6 +57,7 @@ pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<Extracted> {
         userxattr: crate::needs_userxattr(),
         dirs: BTreeMap::new(),
         extracted: Extracted::default(),
+        skipped: BTreeSet::new(),
     };
     let mut archive = tar::Archive::new(BufReader::new(file));
     let tar_err = |e| Error::Tar {
@@ -97,6 +99,8 @@ struct Extractor<'a> {
     /// later entry for the same folder wins.
     dirs: BTreeMap<PathBuf, Meta>,
     extracted: Extracted,
+    /// Where skipped device nodes would have been, for hard links to them.
+    skipped: BTreeSet<PathBuf>,
 }
 
 /// Splits a tar name into its components, without empty ones and `.`; `None` when a
@@ -208,6 +212,9 @@ impl Extractor<'_> {
             self.remove(&path)?;
         }
         if let Some(source) = link_source {
+            if self.skipped.contains(&source) {
+                return self.skip_device(raw, path);
+            }
             // A hard link shares the metadata of its target: nothing more to apply.
             return fs::hard_link(&source, &path).map_err(|e| Error::io(&path, e));
         }
@@ -232,9 +239,7 @@ impl Extractor<'_> {
             }
             EntryType::Char | EntryType::Block => {
                 if !self.privileged {
-                    // moby's archive code skips devices in a user namespace the same way.
-                    self.extracted.skipped_devices.push(raw);
-                    return Ok(());
+                    return self.skip_device(raw, path);
                 }
                 let major = entry.header().device_major().ok().flatten().unwrap_or(0);
                 let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
@@ -354,6 +359,20 @@ impl Extractor<'_> {
             }
             Err(e) => Err(Error::io(&source, e)),
         }
+    }
+
+    /// Leaves out a device node that only root could create, as moby's archive code does in
+    /// a user namespace. There the path is then absent; in an overlay, absent is a whiteout
+    /// (which any user may create), so that an object of a lower layer at that path stays
+    /// hidden too. Kernels before 5.8 refuse even that; the path is then merely empty.
+    fn skip_device(&mut self, raw: Vec<u8>, path: PathBuf) -> Result<()> {
+        self.extracted.skipped_devices.push(raw);
+        match mknod(&path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)) {
+            Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+            Err(e) => return Err(Error::io(&path, e.into())),
+        }
+        self.skipped.insert(path);
+        Ok(())
     }
 
     fn whiteout(&self, path: &Path) -> Result<()> {

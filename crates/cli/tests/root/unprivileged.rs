@@ -101,18 +101,31 @@ fn an_ordinary_user_is_told_that_run_as_root_cannot_give_files_away() {
 #[test]
 fn an_ordinary_user_builds_on_a_base_with_device_nodes_which_the_script_does_not_see() {
     let case = Case::new();
-    // The base (built as root) holds a character device outside /dev, where the
-    // sandbox's fresh /dev would not hide it.
-    base_image(&case, "devbase", &json!({}), |root| {
+    // Two base layers: a file /etc/null, then a character device in its place (outside
+    // /dev, where the sandbox's fresh /dev would hide it anyway) and one in /dev.
+    base_image(&case, "filebase", &json!({}), |root| {
         fs::create_dir(root.join("etc")).expect("mkdir etc");
+        fs::write(root.join("etc/null"), b"a file below").expect("write etc/null");
+    });
+    let devroot = case.join("devroot");
+    for dir in ["etc", "dev"] {
+        fs::create_dir_all(devroot.join(dir)).expect("mkdir");
         nix::sys::stat::mknod(
-            &root.join("etc/null"),
+            &devroot.join(dir).join("null"),
             nix::sys::stat::SFlag::S_IFCHR,
             nix::sys::stat::Mode::from_bits_truncate(0o666),
             nix::sys::stat::makedev(1, 3),
         )
-        .expect("mknod etc/null");
-    });
+        .expect("mknod null");
+    }
+    case.build(
+        "devbase",
+        &json!({
+            "name": "devbase", "tag": "t", "fromImage": "filebase.tar",
+            "copyToRoot": "devroot", "compressor": "none",
+        }),
+        None,
+    );
     let (output, stderr) = build_as_nobody(
         &case,
         "ondev",
@@ -123,13 +136,18 @@ fn an_ordinary_user_builds_on_a_base_with_device_nodes_which_the_script_does_not
     );
     assert!(output.status.success(), "the build succeeds:\n{stderr}");
     // Without root, the device cannot be made, so it is left out of the script's view (as
-    // Docker does in a user namespace), with a warning that names it and the key.
+    // Docker does in a user namespace), hiding the file below it as the device did, with
+    // a warning that names it and the key; /dev/null is hidden by the sandbox's /dev.
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
     assert!(
-        stderr.contains("warning:")
-            && stderr.contains("fromImage")
-            && stderr.contains("etc/null")
-            && stderr.contains("only root can create device nodes"),
-        "a warning names the device:\n{stderr}"
+        warnings.len() == 1
+            && warnings[0].contains("fromImage")
+            && warnings[0].contains("etc/null")
+            && warnings[0].contains("only root can create device nodes"),
+        "one warning, naming the device outside /dev:\n{stderr}"
     );
     case.assert_clean();
     let archive = ImageArchive::read(&case.join("ondev.tar"));
@@ -144,9 +162,11 @@ fn an_ordinary_user_builds_on_a_base_with_device_nodes_which_the_script_does_not
         "the new layer neither has nor deletes the device: {:?}",
         names(&top)
     );
-    // The base layer is in the image unchanged, device included.
+    // The base layers are in the image unchanged, device included.
     let manifest = archive.manifest();
-    let base = manifest[0]["Layers"][0].as_str().expect("a base layer");
+    let base = manifest[0]["Layers"][1]
+        .as_str()
+        .expect("a second base layer");
     let null = crate::docker::tar_members(archive.file(base))
         .into_iter()
         .find(|m| m.path == "./etc/null")
