@@ -62,6 +62,7 @@ mod tarfile;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -176,6 +177,17 @@ impl BaseImage {
         select: Select<'_>,
         scratch_parent: &Path,
     ) -> Result<(BaseImage, Vec<String>)> {
+        Self::open_with(archive, select, scratch_parent, None)
+    }
+
+    /// [`BaseImage::open`] that stops with [`buildimage_layer::Error::Interrupted`] as soon
+    /// as `cancel` is set (a large base takes a while to unpack).
+    pub fn open_with(
+        archive: &Path,
+        select: Select<'_>,
+        scratch_parent: &Path,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<(BaseImage, Vec<String>)> {
         let scratch = tempfile::Builder::new()
             .prefix(".buildimage-base-")
             .tempdir_in(scratch_parent)
@@ -184,7 +196,8 @@ impl BaseImage {
                 source,
             })?;
         let mut warnings = Vec::new();
-        let ns = read_outer(archive, scratch.path(), &mut warnings)?;
+        let mut pump = Pump::new(cancel);
+        let ns = read_outer(archive, scratch.path(), &mut pump, &mut warnings)?;
 
         let manifest = match ns.resolve(b"manifest.json") {
             Ok(_) => read_json(&ns, "manifest.json")?,
@@ -246,7 +259,7 @@ impl BaseImage {
             let (diff_id, size, path) = if let Some(done) = unpacked.get(&stored.path) {
                 done.clone()
             } else {
-                let done = unpack_layer(stored, member, scratch.path(), index)?;
+                let done = unpack_layer(stored, member, scratch.path(), index, &mut pump)?;
                 unpacked.insert(stored.path.clone(), done.clone());
                 done
             };
@@ -337,7 +350,12 @@ impl BaseImage {
 
 /// Reads every member of the outer archive: regular files into the scratch folder, links
 /// and folders into the namespace.
-fn read_outer(archive: &Path, scratch: &Path, warnings: &mut Vec<String>) -> Result<Namespace> {
+fn read_outer(
+    archive: &Path,
+    scratch: &Path,
+    pump: &mut Pump<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Namespace> {
     let what = archive.display().to_string();
     let outer_err = |source: io::Error| read_error(what.clone(), source);
     let file = fs_err::File::open(archive).map_err(|source| Error::Io {
@@ -361,7 +379,6 @@ fn read_outer(archive: &Path, scratch: &Path, warnings: &mut Vec<String>) -> Res
     let mut count: u64 = 0;
     let mut name_bytes: u64 = 0;
     let mut escaped: u64 = 0;
-    let mut buf = vec![0; CHUNK];
     while let Some(member) = tar.next_member().map_err(outer_err)? {
         count += 1;
         if count > MAX_MEMBERS {
@@ -396,7 +413,7 @@ fn read_outer(archive: &Path, scratch: &Path, warnings: &mut Vec<String>) -> Res
             MemberKind::File => {
                 // A generated name: nothing of the member's name reaches the host.
                 let path = scratch.join(format!("m{count:07}"));
-                let size = save(&mut tar, &path, &mut buf, &outer_err)?;
+                let size = save(&mut tar, &path, pump, &outer_err)?;
                 Node::File(Stored { path, size })
             }
             MemberKind::Dir => Node::Dir,
@@ -426,7 +443,7 @@ fn read_outer(archive: &Path, scratch: &Path, warnings: &mut Vec<String>) -> Res
 fn save<S: tarfile::Source>(
     tar: &mut TarReader<S>,
     path: &Path,
-    buf: &mut [u8],
+    pump: &mut Pump<'_>,
     read_err: &dyn Fn(io::Error) -> Error,
 ) -> Result<u64> {
     let scratch_err = |source: io::Error| Error::Io {
@@ -434,29 +451,47 @@ fn save<S: tarfile::Source>(
         source,
     };
     let mut out = BufWriter::with_capacity(CHUNK, fs_err::File::create(path).map_err(scratch_err)?);
-    let size = pump(tar, &mut out, buf, read_err, &scratch_err)?;
+    let size = pump.copy(tar, &mut out, read_err, &scratch_err)?;
     out.flush().map_err(scratch_err)?;
     Ok(size)
 }
 
-/// Copies `from` into `to`, telling read errors from write errors.
-fn pump<R: Read + ?Sized, W: Write>(
-    from: &mut R,
-    to: &mut W,
-    buf: &mut [u8],
-    read_err: &dyn Fn(io::Error) -> Error,
-    write_err: &dyn Fn(io::Error) -> Error,
-) -> Result<u64> {
-    let mut total = 0;
-    loop {
-        let n = match from.read(buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(e)),
-        };
-        to.write_all(&buf[..n]).map_err(write_err)?;
-        total += n as u64;
+/// Copies data through one buffer, and stops when the build is interrupted.
+struct Pump<'a> {
+    buf: Vec<u8>,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl<'a> Pump<'a> {
+    fn new(cancel: Option<&'a AtomicBool>) -> Self {
+        Pump {
+            buf: vec![0; CHUNK],
+            cancel,
+        }
+    }
+
+    /// Copies `from` into `to`, telling read errors from write errors.
+    fn copy<R: Read + ?Sized, W: Write>(
+        &mut self,
+        from: &mut R,
+        to: &mut W,
+        read_err: &dyn Fn(io::Error) -> Error,
+        write_err: &dyn Fn(io::Error) -> Error,
+    ) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::Layer(buildimage_layer::Error::Interrupted));
+            }
+            let n = match from.read(&mut self.buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            to.write_all(&self.buf[..n]).map_err(write_err)?;
+            total += n as u64;
+        }
     }
 }
 
@@ -582,6 +617,7 @@ fn unpack_layer(
     member: &str,
     scratch: &Path,
     index: usize,
+    pump: &mut Pump<'_>,
 ) -> Result<([u8; 32], u64, PathBuf)> {
     let read_err = |source: io::Error| layer_error(member, source);
     let file = fs_err::File::open(&stored.path).map_err(|source| Error::Io {
@@ -591,7 +627,6 @@ fn unpack_layer(
     let mut input = BufReader::with_capacity(1 << 20, file);
     let head = tarfile::peek(&mut input, SNIFF).map_err(read_err)?;
     let compression = detect(&head);
-    let mut buf = vec![0; CHUNK];
     match compression {
         Compression::Unsupported(format) => Err(Error::BaseInvalid {
             what: format!("layer {member}"),
@@ -600,7 +635,7 @@ fn unpack_layer(
         Compression::None => {
             // Already a plain tar: hash it where it is.
             let mut sink = Hashing::new(io::sink());
-            pump(&mut input, &mut sink, &mut buf, &read_err, &read_err)?;
+            pump.copy(&mut input, &mut sink, &read_err, &read_err)?;
             Ok((
                 sink.hasher.finalize().into(),
                 sink.size,
@@ -616,7 +651,7 @@ fn unpack_layer(
             let out = fs_err::File::create(&path).map_err(scratch_err)?;
             let mut out = Hashing::new(BufWriter::with_capacity(CHUNK, out));
             let mut from = decoder(input, compression).map_err(read_err)?;
-            pump(&mut from, &mut out, &mut buf, &read_err, &scratch_err)?;
+            pump.copy(&mut from, &mut out, &read_err, &scratch_err)?;
             out.inner.flush().map_err(scratch_err)?;
             Ok((out.hasher.finalize().into(), out.size, path))
         }
@@ -673,6 +708,25 @@ mod tests {
         let archive = dir.path().join("base");
         std::fs::write(&archive, bytes).unwrap();
         BaseImage::open(&archive, Select::default(), dir.path())
+    }
+
+    #[test]
+    fn a_set_cancel_flag_stops_reading_and_leaves_no_scratch_folder() {
+        let big = vec![7u8; 3 << 20];
+        let bytes = tar_of(&[("manifest.json", b"[]"), ("big", &big)]);
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("base");
+        std::fs::write(&archive, bytes).unwrap();
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let cancel = AtomicBool::new(true);
+        let err =
+            BaseImage::open_with(&archive, Select::default(), &scratch, Some(&cancel)).unwrap_err();
+        assert!(
+            matches!(err, Error::Layer(buildimage_layer::Error::Interrupted)),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
     }
 
     /// 32 KiB of gzip held a 31 MiB config of zeros, which decoded into half a gigabyte of

@@ -55,8 +55,9 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
                 },
                 _ => Select::default(),
             };
-            let (base, notes) = BaseImage::open(path, select, &std::env::temp_dir())
-                .with_context(|| format!("Key `fromImage`: cannot use {}", path.display()))?;
+            let (base, notes) =
+                BaseImage::open_with(path, select, &std::env::temp_dir(), Some(signals.flag()))
+                    .with_context(|| format!("Key `fromImage`: cannot use {}", path.display()))?;
             for note in notes {
                 eprintln!("warning: {note}");
             }

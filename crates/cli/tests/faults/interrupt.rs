@@ -1,6 +1,6 @@
-//! SIGINT and SIGTERM while `extraCommands` runs: the build stops the script, removes its
-//! staging folder from `TMPDIR` and the temporary output file, and exits with 128 + the
-//! signal's number. (SIGKILL cannot be caught: see the README for what it leaves.)
+//! SIGINT and SIGTERM while `extraCommands` runs, and while a base image is unpacked: the
+//! build stops the script, removes its staging or scratch folder from `TMPDIR` and the
+//! temporary output file, and exits with 128 + the signal's number. (SIGKILL cannot be caught: see the README for what it leaves.)
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -183,4 +183,113 @@ fn interrupting_extra_commands_stops_the_scripts_children() {
         "the script's `sleep` (pid {}) still ran after the interrupted build ended ({:?})",
         left.sleeper, left.code
     );
+}
+
+/// Size of the zeros in the base's only layer: they take seconds to unpack into `TMPDIR`
+/// and next to nothing compressed.
+const BASE_LAYER_ZEROS: u64 = 2 << 30;
+
+/// Writes `dir/base.tar`: a docker-archive whose layer is a zstd-compressed tar of one file
+/// of [`BASE_LAYER_ZEROS`] zeros. Its `diff_ids` are not that layer's (computing them costs
+/// as much as unpacking it): the build must be stopped before it gets that far.
+fn zeros_base(dir: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut layer = Vec::new();
+    {
+        let enc = zstd::stream::Encoder::new(&mut layer, 1).expect("zstd encoder");
+        let mut tar = tar::Builder::new(enc);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(BASE_LAYER_ZEROS);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(
+            &mut header,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), BASE_LAYER_ZEROS),
+        )
+        .expect("write the layer");
+        tar.into_inner()
+            .expect("finish the tar")
+            .finish()
+            .expect("finish zstd");
+    }
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{}", "0".repeat(64))] },
+    })
+    .to_string();
+    let config_name = format!("{:x}.json", Sha256::digest(config.as_bytes()));
+    let manifest = json!([{
+        "Config": config_name, "RepoTags": ["zeros:t"], "Layers": ["layer.tar"],
+    }])
+    .to_string();
+    let path = dir.join("base.tar");
+    let mut outer = tar::Builder::new(File::create(&path).expect("create base.tar"));
+    for (name, data) in [
+        ("manifest.json", manifest.as_bytes()),
+        (config_name.as_str(), config.as_bytes()),
+        ("layer.tar", layer.as_slice()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        outer
+            .append_data(&mut header, name, data)
+            .expect("write base.tar");
+    }
+    outer.finish().expect("finish base.tar");
+    path
+}
+
+/// SIGTERM while a base image is being unpacked into `TMPDIR`: the build stops (the reader
+/// checks the flag between chunks: `buildimage_archive::read`'s unit tests) and the
+/// scratch folder goes.
+#[test]
+fn sigterm_while_unpacking_a_base_stops_it_and_leaves_nothing() {
+    let scratch = Scratch::new();
+    zeros_base(scratch.path());
+    let tmpdir = scratch.join("tmp");
+    let out_dir = scratch.join("out");
+    mkdir(&tmpdir, 0o755);
+    mkdir(&out_dir, 0o755);
+    let spec = scratch.spec(&json!({
+        "name": "on-zeros", "tag": "t", "fromImage": "base.tar", "compressor": "none",
+    }));
+    let stderr_path = scratch.join("stderr.txt");
+    let mut child = Command::new(bin_path())
+        .current_dir(scratch.path())
+        .env("TMPDIR", &tmpdir)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(out_dir.join("image.tar"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr_path).expect("create stderr.txt"))
+        .spawn()
+        .expect("start buildimage");
+    // The layer being unpacked: `TMPDIR/.buildimage-base-*/layer0000.tar`, once it grows.
+    wait_for("the base's layer to be unpacked", START_TIMEOUT, || {
+        names(&tmpdir)
+            .iter()
+            .filter(|n| n.starts_with(".buildimage-base-"))
+            .filter_map(|n| fs::metadata(tmpdir.join(n).join("layer0000.tar")).ok())
+            .any(|md| md.len() > 0)
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal buildimage");
+    let mut status = None;
+    wait_for("the build to stop", STOP_TIMEOUT, || {
+        status = child.try_wait().expect("poll buildimage");
+        status.is_some()
+    });
+    let stderr = fs::read_to_string(&stderr_path).expect("read stderr.txt");
+    assert_eq!(status.and_then(|s| s.code()), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM"),
+        "an interruption message: {stderr}"
+    );
+    assert_eq!(names(&tmpdir), Vec::<String>::new(), "TMPDIR is empty");
+    assert_eq!(names(&out_dir), Vec::<String>::new(), "no output");
 }
