@@ -1,6 +1,7 @@
 //! The Nix side of a build: which store paths the layer needs, the entries that carry them,
 //! and the database that `includeNixDB` puts into the image.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -83,15 +84,16 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
 /// the full path, leaving out paths the layer or the base image (whiteouts applied) already
 /// has.
 ///
-/// The closure is listed one store path at a time, each time the writer asks (to plan, then
-/// to write): the paths of different store paths never interleave in that order (they
-/// differ within the hash part), so memory holds one store path's listing, not the image's.
+/// The closure is listed one store path at a time: the paths of different store paths never
+/// interleave in that order (they differ within the hash part), so memory holds one store
+/// path's listing, not the image's. The first listing (the writer's plan) keeps the
+/// entries when there are at most [`KEEP_ENTRIES`]; a larger closure is listed again for
+/// writing.
 pub struct Layer<'a> {
     own: Vec<Entry>,
     closure: Vec<(StorePath, PathBuf)>,
-    /// The closure's entries, when there are few enough to keep (listing twice costs more
-    /// than holding them).
-    listed: Option<Vec<Entry>>,
+    /// The closure's entries as the first complete listing left them.
+    listed: RefCell<Listed>,
     tree: &'a Tree,
     base: &'a BaseFs,
     mtime: u64,
@@ -101,16 +103,14 @@ pub struct Layer<'a> {
 /// listed again for writing instead.
 const KEEP_ENTRIES: usize = 20_000;
 
-/// Why listing the closure into memory stopped.
-enum Collect {
-    Full,
-    Failed,
-}
-
-impl From<buildimage_layer::Error> for Collect {
-    fn from(_: buildimage_layer::Error) -> Self {
-        Collect::Failed
-    }
+/// What the first complete listing of the closure left for the next.
+enum Listed {
+    /// Not listed yet (or the listing failed).
+    NotYet,
+    /// Few enough entries to keep: listing twice costs more than holding them.
+    Kept(Vec<Entry>),
+    /// Too many: each listing walks the store again.
+    TooMany,
 }
 
 impl<'a> Layer<'a> {
@@ -128,27 +128,14 @@ impl<'a> Layer<'a> {
                 .map(|p| (p.clone(), store.host_path(p)))
                 .collect()
         });
-        let mut layer = Layer {
+        Layer {
             own,
             closure,
-            listed: None,
+            listed: RefCell::new(Listed::NotYet),
             tree,
             base,
             mtime,
-        };
-        let mut listed = Vec::new();
-        let collected = layer.walk_closure(&mut |entry: &Entry| {
-            if listed.len() == KEEP_ENTRIES {
-                return Err(Collect::Full);
-            }
-            listed.push(entry.clone());
-            Ok(())
-        });
-        // A listing error here is reported again, with its path, when the writer lists.
-        if collected.is_ok() {
-            layer.listed = Some(listed);
         }
-        layer
     }
 
     /// Calls `f` with the closure's entries, listing the store paths one folder at a time.
@@ -195,10 +182,26 @@ impl LayerEntries for Layer<'_> {
                 })?;
             }
         }
-        match &self.listed {
-            Some(listed) => listed.iter().try_for_each(f),
-            None => self.walk_closure(f),
+        if let Listed::Kept(listed) = &*self.listed.borrow() {
+            return listed.iter().try_for_each(f);
         }
+        if matches!(*self.listed.borrow(), Listed::TooMany) {
+            return self.walk_closure(f);
+        }
+        // The first listing (the writer's plan) keeps what it passes on, up to a point.
+        let mut kept = Some(Vec::new());
+        self.walk_closure(&mut |entry: &Entry| {
+            if let Some(list) = &mut kept {
+                if list.len() < KEEP_ENTRIES {
+                    list.push(entry.clone());
+                } else {
+                    kept = None;
+                }
+            }
+            f(entry)
+        })?;
+        *self.listed.borrow_mut() = kept.map_or(Listed::TooMany, Listed::Kept);
+        Ok(())
     }
 
     /// The layer's own entries: nixpkgs takes the checksum before appending the closure.
