@@ -57,6 +57,61 @@ fn reap(pid: u32) {
     }
 }
 
+/// A build of `spec` in `scratch` with `TMPDIR` = `scratch/tmp` and OUT in `scratch/out`
+/// (both created), standard error going to `scratch/stderr.txt`: a file, not a pipe, since a
+/// process that outlived the build and held a pipe open would keep the test waiting for
+/// the end of the output.
+struct Running {
+    child: std::process::Child,
+    tmpdir: PathBuf,
+    out_dir: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Running {
+    fn start(scratch: &Scratch, spec: &serde_json::Value) -> Running {
+        let tmpdir = scratch.join("tmp");
+        let out_dir = scratch.join("out");
+        mkdir(&tmpdir, 0o755);
+        mkdir(&out_dir, 0o755);
+        let spec = scratch.spec(spec);
+        let stderr_path = scratch.join("stderr.txt");
+        let child = Command::new(bin_path())
+            .current_dir(scratch.path())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env("TMPDIR", &tmpdir)
+            .arg("build")
+            .arg(&spec)
+            .arg("-o")
+            .arg(out_dir.join("image.tar"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr_path).expect("create stderr.txt"))
+            .spawn()
+            .expect("start buildimage");
+        Running {
+            child,
+            tmpdir,
+            out_dir,
+            stderr_path,
+        }
+    }
+
+    /// Sends `signal`, waits for the build to end, and returns its exit code and standard
+    /// error.
+    fn stop(mut self, signal: nix::sys::signal::Signal) -> (Option<i32>, String) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("a pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal buildimage");
+        let mut status = None;
+        wait_for("the build to stop", STOP_TIMEOUT, || {
+            status = self.child.try_wait().expect("poll buildimage");
+            status.is_some()
+        });
+        let stderr = fs::read_to_string(&self.stderr_path).expect("read stderr.txt");
+        (status.and_then(|s| s.code()), stderr)
+    }
+}
+
 /// Starts a build whose `extraCommands` sleeps, waits until the script runs, sends
 /// `signal`, and reports what is left.
 fn interrupt_extra_commands(signal: nix::sys::signal::Signal) -> Interrupted {
@@ -64,31 +119,15 @@ fn interrupt_extra_commands(signal: nix::sys::signal::Signal) -> Interrupted {
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("file"), b"content", 0o644);
-    let tmpdir = scratch.join("tmp");
-    let out_dir = scratch.join("out");
-    mkdir(&tmpdir, 0o755);
-    mkdir(&out_dir, 0o755);
-    let spec = scratch.spec(&json!({
-        "name": "sleepy", "tag": "t", "copyToRoot": "root", "compressor": "none",
-        "extraCommands": SCRIPT,
-    }));
-    // Standard error goes to a file, not a pipe: a process that outlived the build and
-    // held the pipe open would otherwise keep the test waiting for the end of the output.
-    let stderr_path = scratch.join("stderr.txt");
-    let mut child = Command::new(bin_path())
-        .current_dir(scratch.path())
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env("TMPDIR", &tmpdir)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(out_dir.join("image.tar"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&stderr_path).expect("create stderr.txt"))
-        .spawn()
-        .expect("start buildimage");
-
+    let mut build = Running::start(
+        &scratch,
+        &json!({
+            "name": "sleepy", "tag": "t", "copyToRoot": "root", "compressor": "none",
+            "extraCommands": SCRIPT,
+        }),
+    );
+    let tmpdir = build.tmpdir.clone();
+    let out_dir = build.out_dir.clone();
     let mut pid_file: Option<PathBuf> = None;
     wait_for("the script's sleeper.pid in TMPDIR", START_TIMEOUT, || {
         pid_file = staging_pid_file(&tmpdir);
@@ -102,20 +141,13 @@ fn interrupt_extra_commands(signal: nix::sys::signal::Signal) -> Interrupted {
         .expect("a process id");
     assert!(sleeping(sleeper), "the script's sleep runs");
     assert!(
-        child.try_wait().expect("poll buildimage").is_none(),
+        build.child.try_wait().expect("poll buildimage").is_none(),
         "the build waits for its script"
     );
-
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
-    nix::sys::signal::kill(pid, signal).expect("signal buildimage");
-    let mut status = None;
-    wait_for("the build to stop", STOP_TIMEOUT, || {
-        status = child.try_wait().expect("poll buildimage");
-        status.is_some()
-    });
+    let (code, stderr) = build.stop(signal);
     Interrupted {
-        code: status.and_then(|s| s.code()),
-        stderr: fs::read_to_string(&stderr_path).expect("read stderr.txt"),
+        code,
+        stderr,
         tmpdir: names(&tmpdir),
         out_dir: names(&out_dir),
         sleeper,
@@ -249,26 +281,13 @@ fn zeros_base(dir: &Path) -> PathBuf {
 fn sigterm_while_unpacking_a_base_stops_it_and_leaves_nothing() {
     let scratch = Scratch::new();
     zeros_base(scratch.path());
-    let tmpdir = scratch.join("tmp");
-    let out_dir = scratch.join("out");
-    mkdir(&tmpdir, 0o755);
-    mkdir(&out_dir, 0o755);
-    let spec = scratch.spec(&json!({
-        "name": "on-zeros", "tag": "t", "fromImage": "base.tar", "compressor": "none",
-    }));
-    let stderr_path = scratch.join("stderr.txt");
-    let mut child = Command::new(bin_path())
-        .current_dir(scratch.path())
-        .env("TMPDIR", &tmpdir)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(out_dir.join("image.tar"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&stderr_path).expect("create stderr.txt"))
-        .spawn()
-        .expect("start buildimage");
+    let build = Running::start(
+        &scratch,
+        &json!({
+            "name": "on-zeros", "tag": "t", "fromImage": "base.tar", "compressor": "none",
+        }),
+    );
+    let (tmpdir, out_dir) = (build.tmpdir.clone(), build.out_dir.clone());
     // The layer being unpacked: `TMPDIR/.buildimage-base-*/layer0000.tar`, once it grows.
     wait_for("the base's layer to be unpacked", START_TIMEOUT, || {
         names(&tmpdir)
@@ -277,15 +296,8 @@ fn sigterm_while_unpacking_a_base_stops_it_and_leaves_nothing() {
             .filter_map(|n| fs::metadata(tmpdir.join(n).join("layer0000.tar")).ok())
             .any(|md| md.len() > 0)
     });
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal buildimage");
-    let mut status = None;
-    wait_for("the build to stop", STOP_TIMEOUT, || {
-        status = child.try_wait().expect("poll buildimage");
-        status.is_some()
-    });
-    let stderr = fs::read_to_string(&stderr_path).expect("read stderr.txt");
-    assert_eq!(status.and_then(|s| s.code()), Some(143), "{stderr}");
+    let (code, stderr) = build.stop(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, Some(143), "{stderr}");
     assert!(
         stderr.contains("interrupted by SIGTERM"),
         "an interruption message: {stderr}"
