@@ -84,10 +84,9 @@ impl<W: Write> OuterTar<W> {
 
     /// A file member held in memory.
     pub fn file(&mut self, name: &str, data: &[u8]) -> Result<()> {
-        let entry = self.entry(name, EntryKind::Data(data.to_vec()), FILE_MODE);
-        self.header(&entry)?;
-        self.out.write_all(data).map_err(Error::Write)?;
-        self.pad(data.len() as u64)
+        self.stream(name, data.len() as u64, |out| {
+            out.write_all(data).map_err(Error::Write)
+        })
     }
 
     /// A file member of `size` bytes written by `fill` into the archive stream; `fill` must

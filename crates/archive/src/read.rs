@@ -457,13 +457,13 @@ fn save<S: tarfile::Source>(
 }
 
 /// Copies data through one buffer, and stops when the build is interrupted.
-struct Pump<'a> {
+pub(crate) struct Pump<'a> {
     buf: Vec<u8>,
     cancel: Option<&'a AtomicBool>,
 }
 
 impl<'a> Pump<'a> {
-    fn new(cancel: Option<&'a AtomicBool>) -> Self {
+    pub(crate) fn new(cancel: Option<&'a AtomicBool>) -> Self {
         Pump {
             buf: vec![0; CHUNK],
             cancel,
@@ -471,7 +471,7 @@ impl<'a> Pump<'a> {
     }
 
     /// Copies `from` into `to`, telling read errors from write errors.
-    fn copy<R: Read + ?Sized, W: Write>(
+    pub(crate) fn copy<R: Read + ?Sized, W: Write>(
         &mut self,
         from: &mut R,
         to: &mut W,

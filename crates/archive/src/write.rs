@@ -211,28 +211,17 @@ fn write_base_layer<W: Write>(
     parent: Option<&str>,
     cancel: Option<&Arc<AtomicBool>>,
 ) -> Result<()> {
-    use std::io::Read;
     tar.dir(&format!("{dir}/"))?;
     tar.file(&format!("{dir}/VERSION"), b"1.0")?;
     tar.stream(&format!("{dir}/layer.tar"), layer.size, |out| {
-        let mut file = std::fs::File::open(&layer.path).map_err(|e| crate::Error::Io {
+        let io_err = |source| crate::Error::Io {
             path: layer.path.clone(),
-            source: e,
-        })?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
-                return Err(crate::Error::Layer(buildimage_layer::Error::Interrupted));
-            }
-            let n = file.read(&mut buf).map_err(|e| crate::Error::Io {
-                path: layer.path.clone(),
-                source: e,
-            })?;
-            if n == 0 {
-                return Ok(());
-            }
-            out.write_all(&buf[..n]).map_err(crate::Error::Write)?;
-        }
+            source,
+        };
+        let mut file = fs_err::File::open(&layer.path).map_err(io_err)?;
+        let mut pump = crate::read::Pump::new(cancel.map(|c| &**c));
+        pump.copy(&mut file, out, &io_err, &crate::Error::Write)?;
+        Ok(())
     })?;
     let mut json = Map::new();
     json.insert("id".into(), Value::String(dir.to_owned()));

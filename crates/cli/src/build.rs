@@ -93,11 +93,13 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
         .closure_info
         .as_deref()
         .or(spec.closure_info.as_deref());
-    let store = closure::open_store(&args.store, closure_info)?;
+    let mut store = closure::open_store(&args.store, closure_info)?;
     // The database files must live until the layer is written, since entries point to them.
     let _database = if spec.include_nix_db {
         let scratch = Scratch::new("buildimage-nixdb.")?;
-        add_database(&mut tree, &spec, store.as_ref(), scratch.path(), mtime)?;
+        let known = add_database(&mut tree, &spec, store.as_ref(), scratch.path(), mtime)?;
+        // What was scanned and hashed for the database is not scanned again for the layer.
+        store = store.map(|s| s.with_path_infos(known.iter().cloned()));
         Some(scratch)
     } else {
         None
@@ -351,14 +353,14 @@ fn run_as_root(
 
 /// `includeNixDB`: a database of the closure of `copyToRoot` in the layer, with GC roots
 /// for the items that are store paths. Items that are plain folders contribute the store
-/// paths their contents name.
+/// paths their contents name. Returns that closure.
 fn add_database(
     tree: &mut Tree,
     spec: &Spec,
     store: Option<&buildimage_nixdb::Store>,
     dir: &Path,
     mtime: u64,
-) -> Result<()> {
+) -> Result<buildimage_nixdb::Closure> {
     let gcroots: Vec<StorePath> = spec
         .copy_to_root
         .iter()
@@ -385,7 +387,8 @@ fn add_database(
         }
         None => buildimage_nixdb::Closure::default(),
     };
-    closure::add_nix_db(tree, &closure, &gcroots, dir, mtime)
+    closure::add_nix_db(tree, &closure, &gcroots, dir, mtime)?;
+    Ok(closure)
 }
 
 /// Where a spec path is read from: store paths from the `--store` folder, others as they are.

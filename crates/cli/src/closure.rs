@@ -146,15 +146,25 @@ impl<'a> Layer<'a> {
         let root = Owner::root();
         for (path, host) in &self.closure {
             let name = format!("nix/store/{}", path.base_name());
-            for_each_by_path(host, name.as_bytes(), &root, self.mtime, &mut |entry| {
-                if self.keep(entry) { f(entry) } else { Ok(()) }
-            })?;
+            // Neither the layer nor the base has anything of this store path unless they
+            // have its folder: then its entries need no look-up each.
+            if self.keep_path(name.as_bytes()) {
+                for_each_by_path(host, name.as_bytes(), &root, self.mtime, f)?;
+            } else {
+                for_each_by_path(host, name.as_bytes(), &root, self.mtime, &mut |entry| {
+                    if self.keep_path(path_of(entry)) {
+                        f(entry)
+                    } else {
+                        Ok(())
+                    }
+                })?;
+            }
         }
         Ok(())
     }
 
-    fn keep(&self, entry: &Entry) -> bool {
-        let path = path_of(entry);
+    /// Whether neither the layer's tree nor the base image has `path`.
+    fn keep_path(&self, path: &[u8]) -> bool {
         self.tree.get(path).is_none() && !self.base.contains(path)
     }
 }

@@ -68,19 +68,10 @@ pub fn planned_size<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> u64 {
     archive_size(entries.into_iter().map(Entry::tar_size).sum())
 }
 
-/// A digest of the planned entries: every header field (names, kinds, modes, owners, sizes,
-/// link targets, device numbers, times) and the bytes of in-memory entries, but not the
-/// contents of files, which are only read when the layer is written.
-pub fn plan_digest<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> [u8; 32] {
-    let mut plan = Plan::default();
-    for entry in entries {
-        plan.add(entry);
-    }
-    plan.digest()
-}
-
-/// What a plan adds up to, entry by entry: the layer's size ([`planned_size`]) and its
-/// [`plan_digest`], for planned entries that are produced rather than held in a list.
+/// What a plan adds up to, entry by entry: the layer's size ([`planned_size`]) and a
+/// digest of every header field (names, kinds, modes, owners, sizes, link targets, device
+/// numbers, times) and of the bytes of in-memory entries, but not of the contents of files,
+/// which are only read when the layer is written.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     members: u64,

@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::entry::{Entry, EntryKind, Owner};
@@ -863,12 +863,12 @@ fn entry_at(source: &Path, name: &[u8], owner: &Owner, mtime: u64) -> Result<Opt
     })
 }
 
-/// The entry for `child` of the open folder `dir` (at `dir_path`): looked up relative to
-/// the folder, not through its whole path again.
+/// The entry for `child` of the open folder `dir`, at `source` on the host: looked up
+/// relative to the folder, not through its whole path again.
 fn child_entry(
-    dir: &fs::File,
-    dir_path: &Path,
+    dir: &nix::dir::Dir,
     child: &[u8],
+    source: &Path,
     name: &[u8],
     owner: &Owner,
     mtime: u64,
@@ -876,16 +876,15 @@ fn child_entry(
     use nix::fcntl::{AtFlags, readlinkat};
     use nix::sys::stat::fstatat;
     let child_os = OsStr::from_bytes(child);
-    let source = dir_path.join(child_os);
     let st = fstatat(dir, child_os, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(|e| Error::io(&source, e.into()))?;
+        .map_err(|e| Error::io(source, e.into()))?;
     let stat = Stat {
         format: st.st_mode & libc_ifmt::S_IFMT,
         mode: st.st_mode & 0o7777,
         size: u64::try_from(st.st_size).unwrap_or(0),
         rdev: st.st_rdev,
     };
-    entry_from(&stat, &source, name, owner, mtime, || {
+    entry_from(&stat, source, name, owner, mtime, || {
         readlinkat(dir, child_os)
             .map(OsString::into_vec)
             .map_err(io::Error::from)
@@ -968,18 +967,31 @@ fn walk_by_path<E: From<Error>>(
 ) -> std::result::Result<(), E> {
     // One item for each child's own entry (key: its name) and one for each child folder's
     // contents (key: its name and `/`).
+    use nix::fcntl::OFlag;
+    // Listed and looked up through one descriptor, not followed if it became a symlink.
+    let io_err = |e: nix::Error| Error::io(source, e.into());
+    let mut dir = nix::dir::Dir::open(
+        source,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io_err)?;
+    let mut children = Vec::new();
+    for item in dir.iter() {
+        let child = item.map_err(io_err)?.file_name().to_bytes().to_vec();
+        if child != b"." && child != b".." {
+            children.push(child);
+        }
+    }
+    // One item for each child's own entry (key: its name) and one for each child folder's
+    // contents (key: its name and `/`), sorted once by key.
     let mut items: Vec<(Vec<u8>, Option<Entry>, PathBuf)> = Vec::new();
-    // Not followed if it became a symlink since it was listed.
-    let dir = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
-        .open(source)
-        .map_err(|e| Error::io(source, e))?;
-    for (child, path) in sorted_children(source)? {
+    for child in children {
+        let path = source.join(OsStr::from_bytes(&child));
         let mut child_name = name.to_vec();
         child_name.push(b'/');
         child_name.extend_from_slice(&child);
-        let Some(entry) = child_entry(&dir, source, &child, &child_name, owner, mtime)? else {
+        let Some(entry) = child_entry(&dir, &child, &path, &child_name, owner, mtime)? else {
             continue;
         };
         if entry.kind == EntryKind::Directory {

@@ -398,11 +398,6 @@ impl<W: Write> LayerWriter<W> {
         Ok(())
     }
 
-    /// Bytes of the stream produced so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     /// Ends the archive (two zero blocks, then zeros up to a whole 10 240-byte record) and
     /// returns the destination with the layer's digests.
     pub fn finish(mut self) -> Result<(W, LayerDigest)> {

@@ -324,11 +324,6 @@ impl Store {
         self
     }
 
-    /// The store root.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The database in use, if any.
     pub fn database(&self) -> Option<&Path> {
         self.db.as_ref().map(StoreDb::path)
@@ -371,15 +366,6 @@ impl Store {
     pub fn find_roots_in(&self, data: &[u8]) -> Result<Vec<StorePath>> {
         let found = self.scanner()?.scan_bytes(data);
         self.paths_with_hash_parts(&found)
-    }
-
-    /// The info of one path: from the database, else a listing, else by scanning (when
-    /// allowed). Scanning also computes the NAR hash and size when `with_nar_info` is set.
-    pub fn path_info(&self, path: &StorePath, with_nar_info: bool) -> Result<PathInfo> {
-        match self.known(path)? {
-            Some(info) => Ok(info),
-            None => self.scan(path, with_nar_info),
-        }
     }
 
     /// The closure of `roots`: every path reachable from them through references, the

@@ -270,11 +270,6 @@ impl Scan<'_> {
         self.tail.clear();
     }
 
-    /// Whether `hash_part` has been found so far.
-    pub fn has_found(&self, hash_part: &str) -> bool {
-        <&Part>::try_from(hash_part.as_bytes()).is_ok_and(|p| self.found.contains(p))
-    }
-
     /// The candidates found, sorted.
     pub fn finish(self) -> BTreeSet<String> {
         self.found

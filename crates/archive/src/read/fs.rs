@@ -6,14 +6,14 @@ use std::path::Path;
 
 use super::names::{clean, show};
 use super::tarfile::{self, FileSource, TarReader};
+use buildimage_layer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+
 use crate::error::{Error, Result};
 
 /// Prefix of an OCI/AUFS whiteout file: `.wh.NAME` deletes `NAME` from the lower layers.
-const WHITEOUT: &[u8] = b".wh.";
 /// Prefix of AUFS metadata (`.wh..wh.plnk`, …), never a file of the image.
 const WHITEOUT_META: &[u8] = b".wh..wh.";
 /// The opaque-directory marker: its folder hides everything the lower layers had in it.
-const OPAQUE: &[u8] = b".wh..wh..opq";
 /// Mode of a folder that a layer implies (a member `a/b` without a member `a/`): Docker
 /// creates such folders with 0755 when it applies the layer.
 const IMPLIED_DIR_MODE: u32 = 0o755;
@@ -246,7 +246,7 @@ fn read_changes(file: &Path, layer: &str, name_bytes: &mut u64) -> Result<LayerC
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&path[..0], &path[..]),
         };
-        if base == OPAQUE {
+        if base == OPAQUE_MARKER {
             changes.opaque.push(parent.to_vec());
             changes.parents.push(path.clone());
             continue;
@@ -254,7 +254,7 @@ fn read_changes(file: &Path, layer: &str, name_bytes: &mut u64) -> Result<LayerC
         if base.starts_with(WHITEOUT_META) {
             continue;
         }
-        if let Some(name) = base.strip_prefix(WHITEOUT) {
+        if let Some(name) = base.strip_prefix(WHITEOUT_PREFIX) {
             if !matches!(name, b"" | b"." | b"..") {
                 let mut target = parent.to_vec();
                 if !target.is_empty() {

@@ -16,7 +16,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use tar::Header;
 
 /// Size of a tar block.
-const BLOCK: u64 = 512;
+use buildimage_layer::BLOCK;
 
 /// The largest GNU long-name record or PAX header accepted. Linux paths are at most 4 KiB;
 /// real PAX headers (with xattrs) stay well below this.
@@ -345,7 +345,7 @@ pub(crate) fn peek<R: Read>(reader: &mut BufReader<R>, n: usize) -> io::Result<V
 }
 
 fn padding(size: u64) -> u64 {
-    (BLOCK - size % BLOCK) % BLOCK
+    buildimage_layer::pad_to_block(size) - size
 }
 
 /// Reads one block; `false` at a clean end of input, an error if the block is partial.
