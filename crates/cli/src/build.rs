@@ -47,13 +47,9 @@ pub fn run(args: &BuildArgs, signals: &Signals, user_umask: u32) -> Result<()> {
     // The base image: read once into a private scratch folder, checked, merged view built.
     let base = match &spec.from_image {
         Some(path) => {
-            // The spec parser already warned about a lone fromImageName or fromImageTag.
-            let select = match (&spec.from_image_name, &spec.from_image_tag) {
-                (Some(name), Some(tag)) => Select {
-                    name: Some(name),
-                    tag: Some(tag),
-                },
-                _ => Select::default(),
+            let select = Select {
+                name: spec.from_image_name.as_deref(),
+                tag: spec.from_image_tag.as_deref(),
             };
             let (base, notes) =
                 BaseImage::open_with(path, select, &std::env::temp_dir(), Some(signals.flag()))
@@ -261,7 +257,7 @@ fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
     Ok((text, dir))
 }
 
-/// Features whose implementation has not landed yet fail loudly instead of being ignored.
+/// Keys that only mean something together with another one.
 fn refuse_unsupported(spec: &Spec) -> Result<()> {
     if spec.run_as_root_shell.is_some() && spec.run_as_root.is_none() {
         bail!("Key `runAsRootShell` needs `runAsRoot`: there is no script to run");
@@ -304,13 +300,7 @@ fn run_as_root(
                 buildimage_sandbox::extract_layer(&layer.path, &dir).with_context(|| {
                     format!("Key `fromImage`: cannot extract layer {}", layer.member)
                 })?;
-            // The sandbox mounts a fresh /dev, which hides the base's own as well.
-            let outside_dev = extracted.skipped_devices.iter().filter(|name| {
-                let name = name.strip_prefix(b"./").unwrap_or(name);
-                let name = name.strip_prefix(b"/").unwrap_or(name);
-                !name.starts_with(b"dev/")
-            });
-            for name in outside_dev {
+            for name in extracted.skipped_devices_outside_dev() {
                 warnings.0.push(format!(
                     "Key `fromImage`: device node {} of layer {} is not visible to \
                      `runAsRoot`: only root can create device nodes (the image keeps it)",

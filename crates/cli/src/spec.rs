@@ -506,26 +506,17 @@ fn opt_compressor(map: &Map<String, Value>, name: &str) -> Result<Compressor, Sp
     }
 }
 
-/// `buildimage.md` section 14, Q2: only the pair `fromImageName` and
-/// `fromImageTag` selects an image of the base archive.
+/// `fromImageName` and `fromImageTag` select an image of the `fromImage` archive; without
+/// one they do nothing. (A lone name or tag is the base reader's to warn about: it is the
+/// one that falls back to the first image.)
 fn base_selection_warnings(spec: &Spec, warnings: &mut Vec<String>) {
-    let name = spec.from_image_name.is_some();
-    let tag = spec.from_image_tag.is_some();
-    let warning = match (spec.from_image.is_some(), name, tag) {
-        (false, true, _) | (false, _, true) => {
-            "Keys `fromImageName` and `fromImageTag` have no effect without `fromImage`"
-        }
-        (true, true, false) => {
-            "Key `fromImageName` is ignored because `fromImageTag` is not set: \
-             the first image of the `fromImage` archive is used"
-        }
-        (true, false, true) => {
-            "Key `fromImageTag` is ignored because `fromImageName` is not set: \
-             the first image of the `fromImage` archive is used"
-        }
-        _ => return,
-    };
-    warnings.push(warning.to_owned());
+    if spec.from_image.is_none()
+        && (spec.from_image_name.is_some() || spec.from_image_tag.is_some())
+    {
+        warnings.push(
+            "Keys `fromImageName` and `fromImageTag` have no effect without `fromImage`".to_owned(),
+        );
+    }
 }
 
 /// The current time as nixpkgs writes `created = "now"`:
@@ -1445,21 +1436,10 @@ mod tests {
     // -- fromImageName / fromImageTag -----------------------------------------
 
     #[test]
-    fn lone_from_image_name_or_tag_warns() {
+    fn from_image_name_or_tag_without_from_image_warns() {
+        // A lone name or tag with `fromImage` is for the base reader to warn about.
         let parsed = ok(r#"{"name": "x", "fromImage": "b.tar", "fromImageName": "base"}"#);
-        assert_eq!(
-            parsed.warnings,
-            [
-                "Key `fromImageName` is ignored because `fromImageTag` is not set: the first image of the `fromImage` archive is used"
-            ]
-        );
-        let parsed = ok(r#"{"name": "x", "fromImage": "b.tar", "fromImageTag": "v1"}"#);
-        assert_eq!(
-            parsed.warnings,
-            [
-                "Key `fromImageTag` is ignored because `fromImageName` is not set: the first image of the `fromImage` archive is used"
-            ]
-        );
+        assert_eq!(parsed.warnings, Vec::<String>::new());
         let parsed = ok(r#"{"name": "x", "fromImageName": "base", "fromImageTag": "v1"}"#);
         assert_eq!(
             parsed.warnings,

@@ -153,8 +153,9 @@ pub fn write_db(dir: &Path, infos: &[PathInfo], registration_time: i64) -> Resul
             )
             .map_err(sql)?;
         for (index, row) in rows.iter().enumerate() {
-            let size = i64::try_from(row.nar_size).map_err(|_| Error::MissingNarInfo {
+            let size = i64::try_from(row.nar_size).map_err(|_| Error::NarSizeTooLarge {
                 path: row.path.to_string(),
+                size: row.nar_size,
             })?;
             let id = insert
                 .insert(params![

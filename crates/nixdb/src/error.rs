@@ -118,6 +118,14 @@ pub enum Error {
         /// The incomplete path.
         path: String,
     },
+    /// A NAR size beyond what the database's 64-bit signed integers hold.
+    #[error("NAR size {size} of {path} is too large for the Nix database")]
+    NarSizeTooLarge {
+        /// The store path.
+        path: String,
+        /// Its NAR size.
+        size: u64,
+    },
     /// The same store path appears twice in a list of path infos.
     #[error("Store path {path} is listed twice")]
     DuplicatePath {

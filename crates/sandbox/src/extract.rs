@@ -75,8 +75,20 @@ pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<Extracted> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Extracted {
-    /// Names (as in the tar) of the device nodes left out: only root can create them.
+    /// The device nodes left out (only root can create them), as paths relative to the
+    /// layer's root (`etc/null`).
     pub skipped_devices: Vec<Vec<u8>>,
+}
+
+impl Extracted {
+    /// The skipped device nodes that a `runAsRoot` script would have seen: those outside
+    /// `/dev`, which the sandbox replaces with a fresh one in any case.
+    pub fn skipped_devices_outside_dev(&self) -> impl Iterator<Item = &[u8]> {
+        self.skipped_devices
+            .iter()
+            .map(Vec::as_slice)
+            .filter(|path| *path != b"dev" && !path.starts_with(b"dev/"))
+    }
 }
 
 /// The metadata applied to an object once it exists.
@@ -213,7 +225,7 @@ impl Extractor<'_> {
         }
         if let Some(source) = link_source {
             if self.skipped.contains(&source) {
-                return self.skip_device(raw, path);
+                return self.skip_device(parts.join(&b'/'), path);
             }
             // A hard link shares the metadata of its target: nothing more to apply.
             return fs::hard_link(&source, &path).map_err(|e| Error::io(&path, e));
@@ -239,7 +251,7 @@ impl Extractor<'_> {
             }
             EntryType::Char | EntryType::Block => {
                 if !self.privileged {
-                    return self.skip_device(raw, path);
+                    return self.skip_device(parts.join(&b'/'), path);
                 }
                 let major = entry.header().device_major().ok().flatten().unwrap_or(0);
                 let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
@@ -365,8 +377,8 @@ impl Extractor<'_> {
     /// a user namespace. There the path is then absent; in an overlay, absent is a whiteout
     /// (which any user may create), so that an object of a lower layer at that path stays
     /// hidden too. Kernels before 5.8 refuse even that; the path is then merely empty.
-    fn skip_device(&mut self, raw: Vec<u8>, path: PathBuf) -> Result<()> {
-        self.extracted.skipped_devices.push(raw);
+    fn skip_device(&mut self, relative: Vec<u8>, path: PathBuf) -> Result<()> {
+        self.extracted.skipped_devices.push(relative);
         match mknod(&path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)) {
             Ok(()) | Err(nix::errno::Errno::EPERM) => {}
             Err(e) => return Err(Error::io(&path, e.into())),

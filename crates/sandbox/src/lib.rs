@@ -378,6 +378,9 @@ impl Drop for Scratch {
 /// Removes a folder tree, first making its folders accessible (overlayfs leaves its work
 /// folder with mode 0000). Symlinks are never followed.
 fn remove_all(path: &Path) -> Result<()> {
-    buildimage_layer::stage::remove_tree(path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    buildimage_layer::stage::remove_tree(path).map_err(|e| match e {
+        // Keep what the system said, and the object it said it about.
+        buildimage_layer::Error::Io { path, source } => Error::io(&path, source),
+        other => Error::io(path, std::io::Error::other(other)),
+    })
 }

@@ -147,7 +147,13 @@ fn lone_from_image_name_warns_once_and_uses_the_first_image() {
         1,
         "one warning that fromImageName is ignored, got:\n{stderr}"
     );
-    assert!(warnings[0].contains("ignored"), "{stderr}");
+    assert!(
+        warnings[0].contains(&format!(
+            "fromImageName {B} is ignored without fromImageTag; the first image of the base \
+             archive is used"
+        )),
+        "{stderr}"
+    );
 
     let docker = support::docker();
     let image = docker.load_guarded(&child.archive);
