@@ -316,6 +316,7 @@ fn docker_25_layout_with_gzip_layers() {
     assert!(warnings.is_empty());
     assert_eq!(base.config_digest, sha(&cfg));
     assert_eq!(base.repo_tags, ["img:2"]);
+    assert_eq!(base.layers.len(), plain.len());
     for (l, p) in base.layers.iter().zip(&plain) {
         assert_eq!(l.diff_id_string(), diff_id(p));
         assert_eq!(l.size, p.len() as u64);
@@ -505,7 +506,12 @@ fn selection_by_name_and_tag() {
         err.to_string(),
         "Base image has no image tagged two:2x; tags found: one:1, one:latest, two:2"
     );
-    assert!(pick(Some("tw"), Some("2")).is_err());
+    // Tags match whole, not by prefix.
+    let err = pick(Some("tw"), Some("2")).unwrap_err();
+    assert!(
+        matches!(&err, Error::BaseNoMatch { wanted, .. } if wanted == "tw:2"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

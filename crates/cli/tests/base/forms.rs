@@ -229,6 +229,7 @@ fn child_of_compressed_layers(
         );
     }
     let diff_ids = strings(&out.config()["rootfs"]["diff_ids"]);
+    assert_eq!(diff_ids.len(), layers.len(), "one diff id per layer");
     for (path, id) in layers.iter().zip(&diff_ids) {
         assert_eq!(&diff_id(out.file(path)), id, "layer {path}");
     }
@@ -450,6 +451,11 @@ fn base_in_stream_layered_image_layout_is_built_upon_and_runs() {
     );
     let out = Archive::open(&child.archive);
     let stored = out.layers();
+    assert_eq!(
+        stored.len(),
+        layers.len() + 1,
+        "the base's layers and the new one"
+    );
     for (path, layer) in stored.iter().zip(&layers) {
         assert!(
             out.file(path) == layer.as_slice(),

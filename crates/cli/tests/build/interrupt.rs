@@ -1,26 +1,30 @@
 //! SIGTERM and SIGINT stop a build cleanly: the conventional exit status, a message, and
 //! neither the image nor its temporary file left behind.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use serde_json::json;
 
 use super::{Scratch, bin_path, mkdir, names};
+use crate::support::wait_for;
 
 /// Size of the sparse file that keeps the build busy for several seconds (gzip of 2 GiB of
 /// zeros) while costing no disk space.
 const SPARSE_SIZE: u64 = 2 << 30;
 
-/// How long a build may take to create its temporary output file.
+/// How long a build may take to start writing its layer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Starts a gz build of a large sparse file, waits until its temporary file exists in the
-/// output folder, sends `signal` and checks the outcome.
-fn interrupt_build(signal: &str, expected_code: i32) {
+/// Starts a gz build of a large sparse file, waits until it is writing the layer (its
+/// temporary output file has grown past the first 1 MiB write buffer), sends `signal` and
+/// checks the outcome.
+fn interrupt_build(signal: Signal, expected_code: i32) {
     let scratch = Scratch::new();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
@@ -45,46 +49,24 @@ fn interrupt_build(signal: &str, expected_code: i32) {
         .spawn()
         .expect("start buildimage");
 
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let started = names(&out_dir)
+    wait_for("a growing temporary output file", START_TIMEOUT, || {
+        assert!(
+            child.try_wait().expect("poll buildimage").is_none(),
+            "the build ended before it could be interrupted; make SPARSE_SIZE larger"
+        );
+        names(&out_dir)
             .iter()
-            .any(|n| n.starts_with(".docker-image-big.tar.gz.") && is_tmp(n));
-        if started {
-            break;
-        }
-        if let Some(status) = child.try_wait().expect("poll buildimage") {
-            panic!("buildimage ended ({status}) before its temporary file was seen");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "no temporary file in {} after {START_TIMEOUT:?}",
-                out_dir.display()
-            );
-        }
-        sleep(Duration::from_millis(10));
-    }
-    // Let it get into the layer's bytes.
-    sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().expect("poll buildimage").is_none(),
-        "the build finished too early to be interrupted; make SPARSE_SIZE larger"
-    );
-    let pid = child.id().to_string();
-    let kill = Command::new("sh")
-        .args(["-c", "kill -s \"$1\" \"$2\"", "sh", signal, &pid])
-        .status()
-        .expect("run kill");
-    assert!(kill.success(), "kill -s {signal} {pid} failed");
+            .filter(|n| n.starts_with(".docker-image-big.tar.gz.") && is_tmp(n))
+            .any(|n| fs::metadata(out_dir.join(n)).is_ok_and(|m| m.len() > 0))
+    });
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+    kill(pid, signal).expect("signal buildimage");
 
     let output = child.wait_with_output().expect("wait for buildimage");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
     assert_eq!(output.status.code(), Some(expected_code), "{stderr}");
     assert!(
-        stderr.to_lowercase().contains("interrupted"),
+        stderr.contains(&format!("interrupted by {signal}, nothing was written")),
         "an interruption message: {stderr}"
     );
     assert!(
@@ -101,10 +83,10 @@ fn is_tmp(name: &str) -> bool {
 
 #[test]
 fn sigterm_stops_the_build_and_leaves_no_output() {
-    interrupt_build("TERM", 143);
+    interrupt_build(Signal::SIGTERM, 143);
 }
 
 #[test]
 fn sigint_stops_the_build_and_leaves_no_output() {
-    interrupt_build("INT", 130);
+    interrupt_build(Signal::SIGINT, 130);
 }

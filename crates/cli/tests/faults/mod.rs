@@ -22,7 +22,6 @@ mod sparse;
 mod special_files;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::build::names;
 use crate::support;
@@ -82,18 +81,7 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Waits up to `timeout` for `ready`, polling every few milliseconds; panics with `what`
-/// if it never turns true.
-pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not seen after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+pub use crate::support::wait_for;
 
 /// The entries of `dir` whose name says they are buildimage's temporary files: output
 /// files `.NAME.XXXXXX.tmp`, staging and database folders `buildimage-*`, base image

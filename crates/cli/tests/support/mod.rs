@@ -556,3 +556,16 @@ fn prefixed(prefix: &str, path: &Path) -> std::ffi::OsString {
     arg.push(path);
     arg
 }
+
+/// Waits up to `timeout` for `ready`, polling every few milliseconds; panics with `what`
+/// if it never turns true.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not seen after {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
