@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::process::{self, Group};
-use crate::{apt, cargo_step, header};
+use crate::{apt, header};
 
 /// What the reference pipeline and the peak-memory measurement need.
 const PACKAGES: &[&str] = &["rsync", "pigz", "jq", "zstd", "tar", "time", "python3"];
@@ -48,13 +48,7 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
     let shared = shared_dir(root)?;
     header("install what the reference pipeline needs (apt-get)");
     apt::ensure_installed(PACKAGES)?;
-    header("cargo build --release -p buildimage-cli");
-    cargo_step(
-        root,
-        &["build", "--release", "--locked", "-p", "buildimage-cli"],
-        None,
-    )?;
-    let binary = root.join("target/release/buildimage");
+    let binary = crate::build_release(root)?;
 
     let work = root.join("target/bench");
     let corpus = work.join(format!("corpus-{size}"));
@@ -142,8 +136,11 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
                 row.ratios.push(secs / ref_secs);
                 row.rss_kib.push(rss);
                 row.our_size = out_size;
-                row.ref_size = std::fs::metadata(&ref_out)?.len();
             }
+        }
+        let ref_size = std::fs::metadata(&ref_out)?.len();
+        for row in &mut these {
+            row.ref_size = ref_size;
         }
         rows.extend(these);
     }

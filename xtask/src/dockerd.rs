@@ -190,7 +190,7 @@ impl PrivateDockerd {
             eprintln!("warning: cannot remove containers: {err:#}");
         }
         // dockerd also stops the containerd it started when it gets SIGTERM.
-        process::send_signal(&child.id().to_string(), SIGTERM);
+        process::send_signal(process::Target::Process(child.id()), SIGTERM);
         let start = Instant::now();
         while start.elapsed() < STOP_TIMEOUT {
             if let Some(status) = child.try_wait().context("Cannot wait for dockerd")? {
@@ -250,7 +250,7 @@ impl PrivateDockerd {
         }
         for (pid, cmdline) in &leftovers {
             eprintln!("killing leftover process {pid}: {cmdline}");
-            process::send_signal(&pid.to_string(), SIGKILL);
+            process::send_signal(process::Target::Process(*pid), SIGKILL);
         }
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
@@ -329,7 +329,7 @@ impl Drop for PrivateDockerd {
 }
 
 /// Debian's `docker` client, talking to `host` only.
-fn docker(host: &str) -> Command {
+pub(crate) fn docker(host: &str) -> Command {
     let mut cmd = Command::new(DOCKER);
     // `-H` alone decides: no context or host from the caller's environment.
     cmd.env_remove("DOCKER_HOST")

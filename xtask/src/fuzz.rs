@@ -60,6 +60,9 @@ struct Outcome {
     corpus_after: usize,
     corpus_minimised: usize,
     artifacts: Vec<String>,
+    /// Whether the run and the minimisation succeeded.
+    ok: bool,
+    /// The run's exit status, or what failed.
     status: String,
 }
 
@@ -114,15 +117,10 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             .into_iter()
             .filter(|a| !artifacts_before.contains(a))
             .collect();
-        if !status.success() {
-            // The end of the log holds the crash report.
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            for line in tail.into_iter().rev() {
-                eprintln!("    {line}");
-            }
-        }
         let corpus_after = count(&corpus);
-        if status.success() {
+        let mut ok = status.success();
+        let mut result = process::describe(status);
+        if ok {
             // Keep only the inputs that add coverage: what is committed stays small.
             let mut cmin = nightly_cargo();
             cmin.current_dir(&dir)
@@ -132,7 +130,17 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
                 .args(&limits)
                 .stdout(Stdio::null())
                 .stderr(fs::File::options().append(true).open(&log)?);
-            process::run_checked(&mut cmin, Group::Own)?;
+            // A failed minimisation is reported with the others, after every target ran.
+            if let Err(err) = process::run_checked(&mut cmin, Group::Own) {
+                ok = false;
+                result = format!("cmin failed: {err:#}");
+            }
+        } else {
+            // The end of the log holds the crash report.
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("    {line}");
+            }
         }
         outcomes.push(Outcome {
             name: target.name,
@@ -142,7 +150,8 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             corpus_after,
             corpus_minimised: count(&corpus),
             artifacts: new_artifacts,
-            status: process::describe(status),
+            ok,
+            status: result,
         });
     }
 
@@ -166,7 +175,7 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
     }
     let failed: Vec<&str> = outcomes
         .iter()
-        .filter(|o| !o.artifacts.is_empty() || o.status != "exit status 0")
+        .filter(|o| !o.artifacts.is_empty() || !o.ok)
         .map(|o| o.name)
         .collect();
     if !failed.is_empty() {
@@ -200,24 +209,20 @@ fn nightly_cargo() -> Command {
 /// Installs cargo-fuzz when `cargo +nightly fuzz` does not run; fails with what to do
 /// when the nightly toolchain itself is missing.
 fn ensure_cargo_fuzz() -> Result<()> {
-    let nightly = nightly_cargo()
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !nightly {
+    let runs = |args: &[&str]| {
+        nightly_cargo()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !runs(&["--version"]) {
         bail!(
             "cargo-fuzz needs the nightly toolchain: rustup toolchain install nightly --profile minimal"
         );
     }
-    let present = nightly_cargo()
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if present {
+    if runs(&["fuzz", "--version"]) {
         return Ok(());
     }
     header("cargo install cargo-fuzz --locked");

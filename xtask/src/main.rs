@@ -26,7 +26,7 @@ mod process;
 
 use std::env;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -199,18 +199,13 @@ fn example() -> Result<ExitCode> {
     header("install what the example needs (apt-get)");
     apt::ensure_installed(&["busybox-static", "docker.io", "ca-certificates"])?;
 
-    header("cargo build --release -p buildimage-cli");
-    cargo_step(
-        root,
-        &["build", "--release", "--locked", "-p", "buildimage-cli"],
-        None,
-    )?;
+    let binary = build_release(root)?;
 
     let out_dir = root.join("target/example");
     std::fs::create_dir_all(&out_dir)?;
     let image = out_dir.join("docker-image-busybox.tar.gz");
     header("buildimage build examples/busybox/spec.json");
-    let mut build = Command::new(root.join("target/release/buildimage"));
+    let mut build = Command::new(binary);
     build
         .arg("build")
         .arg(root.join("examples/busybox/spec.json"))
@@ -232,8 +227,8 @@ fn example() -> Result<ExitCode> {
     let mut daemon = PrivateDockerd::start()?;
     let host = daemon.host();
     let docker = |args: &[&str]| -> Result<()> {
-        let mut cmd = Command::new("/usr/bin/docker");
-        cmd.arg("-H").arg(&host).args(args);
+        let mut cmd = dockerd::docker(&host);
+        cmd.args(args);
         eprintln!("==> docker {}", args.join(" "));
         process::run_checked(&mut cmd, Group::Own)
     };
@@ -260,6 +255,17 @@ fn example() -> Result<ExitCode> {
 }
 
 /// Runs `cargo ARGS` in the workspace root, with the private daemon's socket if given.
+/// `cargo build --release -p buildimage-cli`; returns the binary's path.
+pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
+    header("cargo build --release -p buildimage-cli");
+    cargo_step(
+        root,
+        &["build", "--release", "--locked", "-p", "buildimage-cli"],
+        None,
+    )?;
+    Ok(root.join("target/release/buildimage"))
+}
+
 pub(crate) fn cargo_step(
     root: &Path,
     args: &[&str],

@@ -118,11 +118,11 @@ pub fn run(cmd: &mut Command, group: Group) -> Result<ExitStatus> {
             match group {
                 Group::Own => {
                     let signal = if forwarded == 0 { signal } else { SIGKILL };
-                    send_signal(&format!("-{}", child.id()), signal);
+                    send_signal(Target::Group(child.id()), signal);
                     forwarded += 1;
                 }
                 Group::Shared if signal != SIGINT => {
-                    send_signal(&child.id().to_string(), signal);
+                    send_signal(Target::Process(child.id()), signal);
                 }
                 Group::Shared => {}
             }
@@ -192,26 +192,35 @@ pub fn kill_and_reap(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Sends `signal` to `target`: a pid, or `-PGID` for a whole process group.
-///
-/// Uses the shell's `kill` builtin: std has no `kill(2)` with a signal choice, and a
-/// binding would need `unsafe` (forbidden here) or another dependency.
-pub fn send_signal(target: &str, signal: i32) {
-    let result = Command::new("sh")
-        .args(["-c", r#"kill -s "$1" -- "$2""#, "sh"])
-        .arg(signal.to_string())
-        .arg(target)
-        .stdin(Stdio::null())
-        .status();
+/// Where [`send_signal`] sends a signal.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// One process.
+    Process(u32),
+    /// A whole process group, by its id.
+    Group(u32),
+}
+
+/// Sends `signal` to `target`. A target that has exited in the meantime is not an error:
+/// there is nothing more to do.
+pub fn send_signal(target: Target, signal: i32) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    let Ok(sig) = Signal::try_from(signal) else {
+        eprintln!("xtask: {signal} is not a signal");
+        return;
+    };
+    let pid = |id: u32| Pid::from_raw(i32::try_from(id).unwrap_or(i32::MAX));
+    let result = match target {
+        Target::Process(id) => kill(pid(id), sig),
+        Target::Group(id) => killpg(pid(id), sig),
+    };
     match result {
-        Ok(status) if status.success() => {}
-        // The target may have exited in the meantime; there is nothing more to do.
-        Ok(status) => eprintln!(
-            "xtask: kill -s {} {target}: {}",
-            signal_name(signal),
-            describe(status)
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(err) => eprintln!(
+            "xtask: cannot send {} to {target:?}: {err}",
+            signal_name(signal)
         ),
-        Err(err) => eprintln!("xtask: cannot run sh to send a signal: {err}"),
     }
 }
 
