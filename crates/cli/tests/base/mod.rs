@@ -19,15 +19,14 @@ mod layers;
 mod select;
 
 use std::ffi::OsStr;
-use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::docker::{self, Built, DEFAULT_MTIME};
+pub use crate::support::sha256_hex;
 
 /// A test's folder: specs, archives, image roots, a fake store, and the private `TMPDIR`
 /// every build runs with.
@@ -171,16 +170,6 @@ impl Case {
         let left = docker::file_names(&self.tmp());
         assert!(left.is_empty(), "buildimage left {left:?} in TMPDIR");
     }
-}
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, byte| {
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
 }
 
 /// `sha256:<hex>` of `bytes`: a diff id.

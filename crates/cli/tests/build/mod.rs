@@ -17,12 +17,13 @@ mod outputs;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+pub use crate::support::{chmod, hex, ln_s, mkdir, sha256_hex, write};
 
 /// `SOURCE_DATE_EPOCH` of a Nix build, 1980-01-01: every tar time when the variable is unset.
 pub const EPOCH_1980: u64 = 315_532_800;
@@ -79,21 +80,6 @@ pub fn run_err(cmd: &mut assert_cmd::Command) -> Output {
 /// Standard error, lossily decoded.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut hex, byte| {
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
-}
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
 }
 
 /// A scratch folder, deleted on drop even when the test made parts of it read-only.
@@ -169,29 +155,6 @@ fn make_writable(path: &Path) {
             make_writable(&entry.path());
         }
     }
-}
-
-/// Creates the folder `path` (and missing parents) with `mode`.
-pub fn mkdir(path: &Path, mode: u32) {
-    fs::create_dir_all(path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
-    chmod(path, mode);
-}
-
-/// Writes the file `path` with `mode`.
-pub fn write(path: &Path, data: &[u8], mode: u32) {
-    fs::write(path, data).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
-    chmod(path, mode);
-}
-
-/// Sets the permission bits of `path`.
-pub fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|err| panic!("chmod {}: {err}", path.display()));
-}
-
-/// Creates the symlink `path -> target`.
-pub fn ln_s(target: impl AsRef<Path>, path: &Path) {
-    symlink(target, path).unwrap_or_else(|err| panic!("ln -s {}: {err}", path.display()));
 }
 
 /// One member of a tar archive, its content read into memory.

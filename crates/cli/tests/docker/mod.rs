@@ -17,13 +17,14 @@ mod owners;
 mod scenarios;
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
 use crate::support;
+pub use crate::support::{chmod, mkdir, write};
 
 /// Debian's statically linked busybox (package busybox-static): it runs in an image that
 /// holds nothing else.
@@ -112,24 +113,6 @@ fn is_static_elf(bytes: &[u8]) -> bool {
     (0..usize::try_from(count).unwrap_or(0)).all(|index| {
         read(offset + index * size, 4).is_some_and(|kind| kind != u64::from(PT_INTERP))
     })
-}
-
-/// `mkdir PATH && chmod MODE PATH`.
-pub fn mkdir(path: &Path, mode: u32) {
-    fs::create_dir(path).unwrap_or_else(|err| panic!("cannot mkdir {}: {err}", path.display()));
-    chmod(path, mode);
-}
-
-/// Writes `data` to `path` and gives it `mode`.
-pub fn write(path: &Path, data: &[u8], mode: u32) {
-    fs::write(path, data).unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
-    chmod(path, mode);
-}
-
-/// `chmod MODE PATH`, setuid, setgid and sticky bits included.
-pub fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|err| panic!("cannot chmod {}: {err}", path.display()));
 }
 
 /// Writes `spec` as JSON to `dir/spec.json` and returns that path.

@@ -2,15 +2,13 @@
 //! any buildimage code, must load and run in Docker and unpack with skopeo and umoci.
 //! When these fail, the environment or the harness is broken, not buildimage.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use crate::support;
+use crate::support::sha256_hex;
 
 /// Debian's statically linked busybox (package busybox-static): runs in an image that
 /// has nothing else.
@@ -164,15 +162,6 @@ fn append_file<W: std::io::Write>(
     builder
         .append_data(&mut header, path, data)
         .expect("append file");
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::new(), |mut hex, byte| {
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
 }
 
 /// The host architecture in Docker's (GOARCH) spelling.

@@ -569,3 +569,46 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut ready: impl FnMut(
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// Creates the folder `path` (and missing parents) and gives it `mode`.
+pub fn mkdir(path: &Path, mode: u32) {
+    std::fs::create_dir_all(path)
+        .unwrap_or_else(|err| panic!("cannot mkdir {}: {err}", path.display()));
+    chmod(path, mode);
+}
+
+/// Writes `data` to `path` and gives it `mode`.
+pub fn write(path: &Path, data: &[u8], mode: u32) {
+    std::fs::write(path, data)
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
+    chmod(path, mode);
+}
+
+/// `chmod MODE PATH`, setuid, setgid and sticky bits included.
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|err| panic!("cannot chmod {}: {err}", path.display()));
+}
+
+/// Creates the symlink `path -> target`.
+pub fn ln_s(target: impl AsRef<Path>, path: &Path) {
+    std::os::unix::fs::symlink(target, path)
+        .unwrap_or_else(|err| panic!("cannot ln -s {}: {err}", path.display()));
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
