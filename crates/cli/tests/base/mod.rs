@@ -31,34 +31,22 @@ pub use crate::support::sha256_hex;
 /// A test's folder: specs, archives, image roots, a fake store, and the private `TMPDIR`
 /// every build runs with.
 pub struct Case {
-    dir: tempfile::TempDir,
+    dir: crate::support::TestDir,
+}
+
+impl std::ops::Deref for Case {
+    type Target = crate::support::TestDir;
+    fn deref(&self) -> &crate::support::TestDir {
+        &self.dir
+    }
 }
 
 impl Case {
     /// A fresh folder with an empty `tmp/`.
     pub fn new() -> Case {
-        let dir = tempfile::Builder::new()
-            .prefix("bi-base.")
-            .tempdir()
-            .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"));
-        let case = Case { dir };
-        docker::mkdir(&case.tmp(), 0o755);
-        case
-    }
-
-    /// The folder.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `rel` inside the folder.
-    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// The private `TMPDIR` of the builds.
-    pub fn tmp(&self) -> PathBuf {
-        self.join("tmp")
+        Case {
+            dir: crate::support::TestDir::new("bi-base."),
+        }
     }
 
     /// Creates the image root `rel` with a static busybox (see [`docker::busybox_root`])

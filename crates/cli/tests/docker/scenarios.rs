@@ -245,25 +245,30 @@ fn unstable_date_created_now_stamps_config_and_history_alike() {
     assert_eq!(docker_created, created.replace("+00:00", "Z"));
 }
 
-/// `prefixedImage`: a name with a registry part.
-#[test]
-fn prefixed_image_keeps_the_registry_in_the_repository_and_names_the_file_after_the_last_part() {
+/// Builds `spec` (whose `copyToRoot` is `root`, a busybox root beside the spec) from
+/// another folder without `-o`, so the image gets its default name there. Returns the
+/// scratch folder (kept alive), that folder and the build.
+fn build_with_default_name(spec: &Value) -> (tempfile::TempDir, std::path::PathBuf, super::Built) {
     let dir = scratch();
     let spec_dir = dir.path().join("spec");
     let cwd = dir.path().join("cwd");
     fs::create_dir(&spec_dir).expect("mkdir spec");
     fs::create_dir(&cwd).expect("mkdir cwd");
     busybox_root(&spec_dir.join("root"));
-    let spec = write_spec(
-        &spec_dir,
-        &json!({
-            "name": "registry-1.docker.io/image",
-            "tag": "latest",
-            "copyToRoot": "root",
-            "config": { "Cmd": ["/bin/echo", "hello from a prefixed image"] },
-        }),
-    );
+    let spec = write_spec(&spec_dir, spec);
     let built = build_in(&cwd, &spec);
+    (dir, cwd, built)
+}
+
+/// `prefixedImage`: a name with a registry part.
+#[test]
+fn prefixed_image_keeps_the_registry_in_the_repository_and_names_the_file_after_the_last_part() {
+    let (_dir, cwd, built) = build_with_default_name(&json!({
+        "name": "registry-1.docker.io/image",
+        "tag": "latest",
+        "copyToRoot": "root",
+        "config": { "Cmd": ["/bin/echo", "hello from a prefixed image"] },
+    }));
     assert_eq!(file_names(&cwd), ["docker-image-image.tar.gz"]);
 
     let docker = support::docker();
@@ -354,22 +359,12 @@ fn build_image_with_path_copies_every_copy_to_root_folder() {
 /// tag and the default file name keep their case.
 #[test]
 fn mixed_case_name_is_lower_cased_in_repo_tags() {
-    let dir = scratch();
-    let spec_dir = dir.path().join("spec");
-    let cwd = dir.path().join("cwd");
-    fs::create_dir(&spec_dir).expect("mkdir spec");
-    fs::create_dir(&cwd).expect("mkdir cwd");
-    busybox_root(&spec_dir.join("root"));
-    let spec = write_spec(
-        &spec_dir,
-        &json!({
-            "name": "buildimage-test/OnTopOfBusyBox",
-            "tag": "MixedTag",
-            "copyToRoot": "root",
-            "config": { "Cmd": ["/bin/echo", "lower-cased"] },
-        }),
-    );
-    let built = build_in(&cwd, &spec);
+    let (_dir, cwd, built) = build_with_default_name(&json!({
+        "name": "buildimage-test/OnTopOfBusyBox",
+        "tag": "MixedTag",
+        "copyToRoot": "root",
+        "config": { "Cmd": ["/bin/echo", "lower-cased"] },
+    }));
     assert_eq!(file_names(&cwd), ["docker-image-OnTopOfBusyBox.tar.gz"]);
     assert_eq!(built.str("imageName"), "buildimage-test/ontopofbusybox");
     let archive = built.read();

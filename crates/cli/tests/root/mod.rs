@@ -40,7 +40,14 @@ pub const APPLETS: [&str; 21] = [
 /// A test's folder: specs, image roots, archives, a fake store, and the private `TMPDIR`
 /// (`tmp/`) of its builds.
 pub struct Case {
-    dir: tempfile::TempDir,
+    dir: crate::support::TestDir,
+}
+
+impl std::ops::Deref for Case {
+    type Target = crate::support::TestDir;
+    fn deref(&self) -> &crate::support::TestDir {
+        &self.dir
+    }
 }
 
 impl Case {
@@ -52,28 +59,9 @@ impl Case {
             "the root-mode tests must run as root (cargo xtask ci does): the sandbox needs \
              root for chown, setuid bits and mknod"
         );
-        let dir = tempfile::Builder::new()
-            .prefix("bi-root.")
-            .tempdir()
-            .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"));
-        let case = Case { dir };
-        docker::mkdir(&case.tmp(), 0o755);
-        case
-    }
-
-    /// The folder.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `rel` inside the folder.
-    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// The private `TMPDIR` of the builds.
-    pub fn tmp(&self) -> PathBuf {
-        self.join("tmp")
+        Case {
+            dir: crate::support::TestDir::new("bi-root."),
+        }
     }
 
     /// Writes `spec` to `NAME.json` and returns that path.

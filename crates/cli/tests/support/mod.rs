@@ -612,3 +612,36 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex(&Sha256::digest(bytes))
 }
+
+/// A test's folder, removed on drop, with an empty `tmp/` for the builds' `TMPDIR`.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    /// A fresh folder named `PREFIX…` in the system's temporary folder.
+    pub fn new(prefix: &str) -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"));
+        let test_dir = TestDir { dir };
+        mkdir(&test_dir.tmp(), 0o755);
+        test_dir
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `rel` inside the folder.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The private `TMPDIR` of the builds.
+    pub fn tmp(&self) -> PathBuf {
+        self.join("tmp")
+    }
+}
