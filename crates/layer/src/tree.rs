@@ -166,29 +166,30 @@ fn split_dev(dev: u64) -> (u32, u32) {
 /// The node of a regular file, fifo or device node at `path` (whose `lstat` is `md`);
 /// `None` for a socket. Folders and symlinks are the callers' business.
 fn file_or_special(path: &Path, md: &Metadata) -> Option<Node> {
-    let ft = md.file_type();
-    let mode = md.mode() & 0o7777;
-    if ft.is_file() {
+    let stat = Stat::from(md);
+    if md.file_type().is_file() {
         Some(Node::File {
             source: path.to_owned(),
-            size: md.len(),
-            mode,
+            size: stat.size,
+            mode: stat.mode,
         })
-    } else if ft.is_fifo() {
-        Some(Node::Special {
-            kind: EntryKind::Fifo,
-            mode,
-        })
-    } else if ft.is_char_device() || ft.is_block_device() {
-        let (major, minor) = split_dev(md.rdev());
-        let kind = if ft.is_char_device() {
-            EntryKind::CharDevice { major, minor }
-        } else {
-            EntryKind::BlockDevice { major, minor }
-        };
-        Some(Node::Special { kind, mode })
     } else {
-        None
+        special_kind(&stat).map(|kind| Node::Special {
+            kind,
+            mode: stat.mode,
+        })
+    }
+}
+
+/// The kind of a fifo or device node; `None` for anything else.
+fn special_kind(stat: &Stat) -> Option<EntryKind> {
+    use libc_ifmt::{S_IFBLK, S_IFCHR, S_IFIFO};
+    let (major, minor) = split_dev(stat.rdev);
+    match stat.format {
+        S_IFIFO => Some(EntryKind::Fifo),
+        S_IFCHR => Some(EntryKind::CharDevice { major, minor }),
+        S_IFBLK => Some(EntryKind::BlockDevice { major, minor }),
+        _ => None,
     }
 }
 
@@ -899,7 +900,7 @@ fn entry_from(
     mtime: u64,
     read_link: impl FnOnce() -> io::Result<Vec<u8>>,
 ) -> Result<Option<Entry>> {
-    use libc_ifmt::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG};
+    use libc_ifmt::{S_IFDIR, S_IFLNK, S_IFREG};
     let kind = match stat.format {
         S_IFDIR => EntryKind::Directory,
         S_IFLNK => EntryKind::Symlink(read_link().map_err(|e| Error::io(source, e))?),
@@ -907,16 +908,10 @@ fn entry_from(
             source: source.to_owned(),
             size: stat.size,
         },
-        S_IFIFO => EntryKind::Fifo,
-        S_IFCHR => {
-            let (major, minor) = split_dev(stat.rdev);
-            EntryKind::CharDevice { major, minor }
-        }
-        S_IFBLK => {
-            let (major, minor) = split_dev(stat.rdev);
-            EntryKind::BlockDevice { major, minor }
-        }
-        _ => return Ok(None),
+        _ => match special_kind(stat) {
+            Some(kind) => kind,
+            None => return Ok(None),
+        },
     };
     let mut member = name.to_vec();
     if kind == EntryKind::Directory {
