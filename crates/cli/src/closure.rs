@@ -2,11 +2,9 @@
 //! and the database that `includeNixDB` puts into the image.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use rayon::prelude::*;
 
 use buildimage_archive::{BaseFs, LayerEntries};
 use buildimage_layer::{Dir, Entry, EntryKind, Node, Owner, Tree, for_each_by_path};
@@ -58,12 +56,8 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
     }
     let mut files: Vec<PathBuf> = Vec::new();
     tree.for_each_file(|_, source| files.push(source.to_owned()));
-    let found: Vec<BTreeSet<String>> = files
-        .par_iter()
-        .map(|file| buildimage_nixdb::refs::scan_file(file, scanner))
-        .collect::<Result<_, _>>()
+    let mut hashes = buildimage_nixdb::refs::scan_files(&files, scanner)
         .context("Cannot read a file of the layer")?;
-    let mut hashes: BTreeSet<String> = found.into_iter().flatten().collect();
     // Names and symlink targets count as much as contents (Nix scans the NAR, which holds
     // them too).
     tree.for_each_node(|path, node| {

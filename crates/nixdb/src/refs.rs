@@ -297,16 +297,21 @@ impl Write for Scan<'_> {
 /// the NAR, since the length fields between them hold zero bytes, which are not nix32, so
 /// this finds what a scan of the NAR stream finds.
 pub fn scan_path(path: &Path, scanner: &Scanner) -> Result<BTreeSet<String>> {
-    use rayon::prelude::*;
     let mut files = Vec::new();
     let mut found = BTreeSet::new();
     collect(path, scanner, &mut files, &mut found)?;
+    found.extend(scan_files(&files, scanner)?);
+    Ok(found)
+}
+
+/// The candidates that the contents of `files` name, scanned in parallel, one file per task.
+pub fn scan_files(files: &[std::path::PathBuf], scanner: &Scanner) -> Result<BTreeSet<String>> {
+    use rayon::prelude::*;
     let per_file: Vec<BTreeSet<String>> = files
         .par_iter()
         .map(|file| scan_file(file, scanner))
         .collect::<Result<_>>()?;
-    found.extend(per_file.into_iter().flatten());
-    Ok(found)
+    Ok(per_file.into_iter().flatten().collect())
 }
 
 /// Walks `path` without following symlinks: scans names and symlink targets into `found`
