@@ -14,6 +14,8 @@
 //! - `cargo xtask fuzz [SECONDS]` runs each fuzz target of `fuzz/` (the SPEC parser, the
 //!   base image reader) for SECONDS (default 60), keeping new corpus entries.
 //!
+//! - `cargo xtask man` renders the man pages of `buildimage` into `target/man/`.
+//!
 //! Every child runs under [`process::run`], which makes sure `SIGINT`, `SIGTERM` and
 //! `SIGHUP` reach it; the private daemon is stopped, unmounted and deleted on every way out,
 //! including those signals.
@@ -22,6 +24,7 @@ mod apt;
 mod bench;
 mod dockerd;
 mod fuzz;
+mod man;
 mod process;
 
 use std::env;
@@ -54,6 +57,8 @@ commands:
   fuzz [SECONDS]              run each cargo-fuzz target in fuzz/ for SECONDS (default 60),
                               installing cargo-fuzz if missing; new corpus entries are kept
                               in fuzz/corpus/, crashes go to fuzz/artifacts/
+  man                         write the man pages of buildimage and its commands into
+                              target/man/ (view with man -l target/man/buildimage.1)
   help                        show this text
 ";
 
@@ -84,6 +89,14 @@ fn main() -> ExitCode {
                 eprintln!("error: SECONDS must be a positive whole number\n\n{USAGE}");
                 Ok(ExitCode::from(2))
             }
+        }
+        Some("man") if rest.is_empty() => {
+            man::man(&workspace_root().join("target/man")).map(|pages| {
+                for page in pages {
+                    eprintln!("==> wrote {}", page.display());
+                }
+                ExitCode::SUCCESS
+            })
         }
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");

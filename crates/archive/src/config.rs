@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use buildimage_layer::hex;
+use data_encoding::HEXLOWER;
 
 /// Builds the `config` object of the image from the spec's `config` and the base image's
 /// `Env`, as buildImage does: `Env` is always present, the base's entries first.
@@ -134,7 +134,7 @@ impl LayerMeta<'_> {
         h.update(self.parent.unwrap_or("").as_bytes());
         h.update(b"\0");
         h.update(plan_digest);
-        hex(&h.finalize())
+        HEXLOWER.encode(&h.finalize())
     }
 
     /// The `json` file: base JSON plus `checksum`, `parent`, `id` and `Size`.

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing a file failed.
-    #[error("{}", path.display())]
+    #[error("Cannot {action} {}", path.display())]
     Io {
+        /// What was being done: `open`, `read`, `create`, …
+        action: &'static str,
         /// The file concerned.
         path: PathBuf,
         /// What the operating system said.
@@ -31,6 +33,17 @@ pub enum Error {
         planned: u64,
         /// Size actually written.
         written: u64,
+    },
+    /// The output cannot be written where it was asked to go.
+    #[error("{0}")]
+    Output(String),
+    /// Something the caller asked for does not make sense.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// What is at fault.
+        what: String,
+        /// Why.
+        reason: String,
     },
     /// The base image archive or one of its layers could not be read: a broken tar header,
     /// a broken compressed stream, or an I/O error.
@@ -120,6 +133,23 @@ pub enum Error {
         /// Hex SHA-256 of the config's bytes.
         actual: String,
     },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done and the path it concerns.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<buildimage_layer::Interrupted> for Error {
+    fn from(interrupted: buildimage_layer::Interrupted) -> Self {
+        Error::Layer(interrupted.into())
+    }
 }
 
 /// The result type of the archive crate.

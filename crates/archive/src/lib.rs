@@ -1,26 +1,36 @@
-//! docker-archive assembly: the image config, the layer `json`, `manifest.json`,
-//! `repositories`, the outer tar and its compression.
+//! Image assembly and reading: the image model, destinations, the docker-archive format
+//! (image config, layer `json`, `manifest.json`, `repositories`, the outer tar and its
+//! compression), and reading base images nobody vouches for.
 //!
-//! [`write_image`] takes the planned entries of a layer (from `buildimage-layer`) and the
-//! image's metadata, and streams a complete archive that `docker load`, `podman load` and
-//! `skopeo copy docker-archive:` accept into any writer.
+//! An [`Image`] is a config and an ordered list of layers, each an existing tar (a base
+//! layer) or planned entries (from `buildimage-layer`). [`assemble`] writes it into a
+//! [`Destination`] in one pass: every layer is planned, then streamed once, its digests
+//! computed while it is written. [`DockerArchive`] is the destination that `docker load`,
+//! `podman load` and `skopeo copy docker-archive:` read; [`Output`] is the file (written
+//! under a temporary name, renamed when complete) or stream it goes to.
 //!
 //! ```
-//! use buildimage_archive::{ImageSpec, Tag, merge_config, write_image};
+//! use buildimage_archive::{
+//!     Image, ImageLayer, ImageMeta, LayerData, LayerKind, Tag, merge_config, write_image,
+//! };
 //! use buildimage_layer::{Owner, Tree};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let entries = Tree::new().entries(&Owner::root(), 315_532_800);
-//! let spec = ImageSpec {
+//! let image = Image {
 //!     name: "hello".into(),
 //!     tag: Tag::Fixed("latest".into()),
-//!     config: merge_config(None, &[]),
-//!     architecture: "amd64".into(),
-//!     created: "1970-01-01T00:00:01Z".into(),
-//!     mtime: 315_532_800,
-//!     base: None,
+//!     meta: ImageMeta {
+//!         architecture: "amd64".into(),
+//!         config: merge_config(None, &[]),
+//!         created: "1970-01-01T00:00:01Z".into(),
+//!         parent: None,
+//!         mtime: 315_532_800,
+//!     },
+//!     layers: vec![ImageLayer { kind: LayerKind::Own, data: LayerData::Planned(&entries) }],
+//!     history: vec![serde_json::json!({ "created": "1970-01-01T00:00:01Z" })],
 //! };
-//! let (bytes, summary) = write_image(Vec::new(), &spec, &entries, None)?;
+//! let (bytes, summary) = write_image(Vec::new(), &image)?;
 //! assert_eq!(bytes.len() % 10_240, 0);
 //! assert_eq!(summary.tag, "latest");
 //! # Ok(())
@@ -37,19 +47,29 @@
 
 pub mod compress;
 mod config;
+pub mod created;
+mod dest;
 mod error;
+mod image;
 mod json;
 mod outer;
+pub mod output;
 pub mod read;
-mod write;
+pub mod reference;
 
 pub use compress::{Compressed, Compressor};
 pub use config::{
     ImageConfig, LayerMeta, ManifestEntry, RootFs, manifest_bytes, merge_base_config, merge_config,
     repositories_bytes,
 };
+pub use dest::{
+    Destination, DockerArchive, ImageMeta, LayerInfo, LayerKind, LayerRecord, LayerSource, Layout,
+};
 pub use error::{Error, Result};
+pub use image::{
+    Image, ImageLayer, ImageSummary, LayerData, Observer, Quiet, Tag, assemble, write_image,
+};
 pub use json::{jq, jshon};
 pub use outer::{Counting, OuterTar};
+pub use output::Output;
 pub use read::{BaseFs, BaseImage, BaseLayer, Select};
-pub use write::{ImageSpec, ImageSummary, LayerEntries, Tag, write_image};

@@ -17,6 +17,23 @@ pub struct Counting<W> {
     count: u64,
 }
 
+impl<W> Counting<W> {
+    /// Counts what is written to `inner`.
+    pub fn new(inner: W) -> Self {
+        Counting { inner, count: 0 }
+    }
+
+    /// The bytes written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The writer.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;

@@ -15,29 +15,35 @@
 //!
 //! ```
 //! use buildimage_archive::read::{BaseImage, Select};
-//! use buildimage_archive::{ImageSpec, Tag, merge_config, write_image};
+//! use buildimage_archive::{
+//!     Image, ImageLayer, ImageMeta, LayerData, LayerKind, Tag, merge_config, write_image,
+//! };
 //! use buildimage_layer::{Owner, Tree};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let archive = dir.path().join("base.tar");
-//! let spec = ImageSpec {
+//! let entries = Tree::new().entries(&Owner::root(), 315_532_800);
+//! let image = Image {
 //!     name: "base".into(),
 //!     tag: Tag::Fixed("1".into()),
-//!     config: merge_config(None, &["A=1".into()]),
-//!     architecture: "amd64".into(),
-//!     created: "1970-01-01T00:00:01Z".into(),
-//!     mtime: 315_532_800,
-//!     base: None,
+//!     meta: ImageMeta {
+//!         architecture: "amd64".into(),
+//!         config: merge_config(None, &["A=1".into()]),
+//!         created: "1970-01-01T00:00:01Z".into(),
+//!         parent: None,
+//!         mtime: 315_532_800,
+//!     },
+//!     layers: vec![ImageLayer { kind: LayerKind::Own, data: LayerData::Planned(&entries) }],
+//!     history: vec![serde_json::json!({ "created": "1970-01-01T00:00:01Z" })],
 //! };
-//! let entries = Tree::new().entries(&Owner::root(), 315_532_800);
-//! let (_, written) = write_image(std::fs::File::create(&archive)?, &spec, &entries, None)?;
+//! let (_, written) = write_image(std::fs::File::create(&archive)?, &image)?;
 //!
 //! let (base, warnings) = BaseImage::open(&archive, Select::default(), dir.path())?;
 //! assert!(warnings.is_empty());
 //! assert_eq!(base.config_digest, written.config_digest);
 //! assert_eq!(base.repo_tags, ["base:1"]);
-//! assert_eq!(base.layers[0].diff_id, written.layer.diff_id);
+//! assert_eq!(base.layers[0].diff_id, written.layers[0].diff_id);
 //! assert_eq!(base.env(), ["A=1"]);
 //! # Ok(())
 //! # }
@@ -57,23 +63,22 @@
 mod compression;
 mod fs;
 mod names;
-mod tarfile;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use buildimage_layer::hex;
+use buildimage_layer::read::{self as tarfile, Kind as MemberKind, Stream, TarReader};
+use buildimage_layer::{Cancel, ScratchDir};
+use data_encoding::HEXLOWER;
 
 use crate::error::{Error, Result};
 use compression::{Compression, SNIFF, decoder, detect};
 use names::{Lookup, Namespace, Node, Stored, clean, show};
-use tarfile::{Kind as MemberKind, Stream, TarReader};
 
 pub use fs::{BaseFs, Kind};
 
@@ -136,7 +141,7 @@ pub struct BaseLayer {
 impl BaseLayer {
     /// The diff id as image configs write it: `sha256:<hex>`.
     pub fn diff_id_string(&self) -> String {
-        format!("sha256:{}", hex(&self.diff_id))
+        format!("sha256:{}", HEXLOWER.encode(&self.diff_id))
     }
 }
 
@@ -152,7 +157,7 @@ pub struct BaseImage {
     pub repo_tags: Vec<String>,
     /// The layers, lowest first, in manifest order, duplicates kept.
     pub layers: Vec<BaseLayer>,
-    scratch: tempfile::TempDir,
+    scratch: ScratchDir,
 }
 
 /// One entry of `manifest.json`, as far as buildimage reads it.
@@ -180,21 +185,15 @@ impl BaseImage {
         Self::open_with(archive, select, scratch_parent, None)
     }
 
-    /// [`BaseImage::open`] that stops with [`buildimage_layer::Error::Interrupted`] as soon
-    /// as `cancel` is set (a large base takes a while to unpack).
+    /// [`BaseImage::open`] that stops with [`buildimage_layer::Interrupted`] as soon as
+    /// `cancel` is set (a large base takes a while to unpack).
     pub fn open_with(
         archive: &Path,
         select: Select<'_>,
         scratch_parent: &Path,
-        cancel: Option<&AtomicBool>,
+        cancel: Option<&Cancel>,
     ) -> Result<(BaseImage, Vec<String>)> {
-        let scratch = tempfile::Builder::new()
-            .prefix(".buildimage-base-")
-            .tempdir_in(scratch_parent)
-            .map_err(|source| Error::Io {
-                path: scratch_parent.to_owned(),
-                source,
-            })?;
+        let scratch = ScratchDir::new_in(scratch_parent, ".buildimage-base-")?;
         let mut warnings = Vec::new();
         let mut pump = Pump::new(cancel);
         let ns = read_outer(archive, scratch.path(), &mut pump, &mut warnings)?;
@@ -223,7 +222,7 @@ impl BaseImage {
         let entry = select_entry(entries, select, &mut warnings)?;
 
         let config_bytes = read_json(&ns, &entry.config)?;
-        let config_digest = hex(&Sha256::digest(&config_bytes));
+        let config_digest = HEXLOWER.encode(&Sha256::digest(&config_bytes));
         check_config_name(&entry.config, &config_digest)?;
         let config: Map<String, Value> =
             serde_json::from_slice(&config_bytes).map_err(|source| Error::BaseJson {
@@ -263,7 +262,7 @@ impl BaseImage {
                 unpacked.insert(stored.path.clone(), done.clone());
                 done
             };
-            let actual = format!("sha256:{}", hex(&diff_id));
+            let actual = format!("sha256:{}", HEXLOWER.encode(&diff_id));
             if actual != *expected {
                 return Err(Error::BaseDiffId {
                     layer: member.clone(),
@@ -338,10 +337,28 @@ impl BaseImage {
             .collect()
     }
 
-    /// The merged file system of the layers, applied in order with their whiteouts.
+    /// The layers in the order they apply, each once. Applying a layer again on top leaves
+    /// exactly what applying it only that last time leaves (its files replace, its
+    /// whiteouts and opaque folders hide, whatever lies below), so of a layer listed twice
+    /// only the last occurrence counts. This is the rule for everything that unpacks or
+    /// merges the base; writing the image still lists every occurrence.
+    pub fn unique_layers(&self) -> Vec<&BaseLayer> {
+        let mut seen = BTreeSet::new();
+        let mut unique: Vec<&BaseLayer> = self
+            .layers
+            .iter()
+            .rev()
+            .filter(|layer| seen.insert(layer.diff_id))
+            .collect();
+        unique.reverse();
+        unique
+    }
+
+    /// The merged file system of the layers ([`BaseImage::unique_layers`]), applied in
+    /// order with their whiteouts.
     pub fn filesystem(&self) -> Result<BaseFs> {
         let mut fs = BaseFs::new();
-        for layer in &self.layers {
+        for layer in self.unique_layers() {
             fs.apply_layer(&layer.path, &layer.member)?;
         }
         Ok(fs)
@@ -358,10 +375,7 @@ fn read_outer(
 ) -> Result<Namespace> {
     let what = archive.display().to_string();
     let outer_err = |source: io::Error| read_error(what.clone(), source);
-    let file = fs_err::File::open(archive).map_err(|source| Error::Io {
-        path: archive.to_owned(),
-        source,
-    })?;
+    let file = std::fs::File::open(archive).map_err(|e| Error::io("open", archive, e))?;
     let mut input = BufReader::with_capacity(1 << 20, file);
     let head = tarfile::peek(&mut input, SNIFF).map_err(outer_err)?;
     let compression = detect(&head);
@@ -419,7 +433,10 @@ fn read_outer(
             MemberKind::Dir => Node::Dir,
             MemberKind::Symlink => Node::Symlink(member.link),
             MemberKind::HardLink => Node::HardLink(member.link),
-            MemberKind::Other | MemberKind::Unknown => continue,
+            MemberKind::CharDevice { .. }
+            | MemberKind::BlockDevice { .. }
+            | MemberKind::Fifo
+            | MemberKind::Unknown => continue,
         };
         if let Some(Node::File(old)) = ns.nodes.insert(name, node) {
             // A later member of the same name replaces the earlier one, as on extraction.
@@ -446,11 +463,9 @@ fn save<S: tarfile::Source>(
     pump: &mut Pump<'_>,
     read_err: &dyn Fn(io::Error) -> Error,
 ) -> Result<u64> {
-    let scratch_err = |source: io::Error| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut out = BufWriter::with_capacity(CHUNK, fs_err::File::create(path).map_err(scratch_err)?);
+    let scratch_err = |e: io::Error| Error::io("write", path, e);
+    let out = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
+    let mut out = BufWriter::with_capacity(CHUNK, out);
     let size = pump.copy(tar, &mut out, read_err, &scratch_err)?;
     out.flush().map_err(scratch_err)?;
     Ok(size)
@@ -459,11 +474,11 @@ fn save<S: tarfile::Source>(
 /// Copies data through one buffer, and stops when the build is interrupted.
 pub(crate) struct Pump<'a> {
     buf: Vec<u8>,
-    cancel: Option<&'a AtomicBool>,
+    cancel: Option<&'a Cancel>,
 }
 
 impl<'a> Pump<'a> {
-    pub(crate) fn new(cancel: Option<&'a AtomicBool>) -> Self {
+    pub(crate) fn new(cancel: Option<&'a Cancel>) -> Self {
         Pump {
             buf: vec![0; CHUNK],
             cancel,
@@ -471,7 +486,7 @@ impl<'a> Pump<'a> {
     }
 
     /// Copies `from` into `to`, telling read errors from write errors.
-    pub(crate) fn copy<R: Read + ?Sized, W: Write>(
+    pub(crate) fn copy<R: Read + ?Sized, W: Write + ?Sized>(
         &mut self,
         from: &mut R,
         to: &mut W,
@@ -480,8 +495,8 @@ impl<'a> Pump<'a> {
     ) -> Result<u64> {
         let mut total = 0;
         loop {
-            if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(Error::Layer(buildimage_layer::Error::Interrupted));
+            if let Some(cancel) = self.cancel {
+                cancel.check()?;
             }
             let n = match from.read(&mut self.buf) {
                 Ok(0) => return Ok(total),
@@ -531,10 +546,7 @@ fn read_json(ns: &Namespace, member: &str) -> Result<Vec<u8>> {
             limit: MAX_JSON,
         });
     }
-    fs_err::read(&stored.path).map_err(|source| Error::Io {
-        path: stored.path.clone(),
-        source,
-    })
+    std::fs::read(&stored.path).map_err(|e| Error::io("read", &stored.path, e))
 }
 
 /// Picks the manifest entry (buildimage.md Q2).
@@ -620,10 +632,7 @@ fn unpack_layer(
     pump: &mut Pump<'_>,
 ) -> Result<([u8; 32], u64, PathBuf)> {
     let read_err = |source: io::Error| layer_error(member, source);
-    let file = fs_err::File::open(&stored.path).map_err(|source| Error::Io {
-        path: stored.path.clone(),
-        source,
-    })?;
+    let file = std::fs::File::open(&stored.path).map_err(|e| Error::io("open", &stored.path, e))?;
     let mut input = BufReader::with_capacity(1 << 20, file);
     let head = tarfile::peek(&mut input, SNIFF).map_err(read_err)?;
     let compression = detect(&head);
@@ -644,11 +653,8 @@ fn unpack_layer(
         }
         Compression::Gzip | Compression::Zstd => {
             let path = scratch.join(format!("layer{index:04}.tar"));
-            let scratch_err = |source: io::Error| Error::Io {
-                path: path.clone(),
-                source,
-            };
-            let out = fs_err::File::create(&path).map_err(scratch_err)?;
+            let scratch_err = |e: io::Error| Error::io("write", &path, e);
+            let out = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
             let mut out = Hashing::new(BufWriter::with_capacity(CHUNK, out));
             let mut from = decoder(input, compression).map_err(read_err)?;
             pump.copy(&mut from, &mut out, &read_err, &scratch_err)?;
@@ -719,11 +725,12 @@ mod tests {
         std::fs::write(&archive, bytes).unwrap();
         let scratch = dir.path().join("scratch");
         std::fs::create_dir(&scratch).unwrap();
-        let cancel = AtomicBool::new(true);
+        let cancel = Cancel::new();
+        cancel.cancel();
         let err =
             BaseImage::open_with(&archive, Select::default(), &scratch, Some(&cancel)).unwrap_err();
         assert!(
-            matches!(err, Error::Layer(buildimage_layer::Error::Interrupted)),
+            matches!(err, Error::Layer(buildimage_layer::Error::Interrupted(_))),
             "{err}"
         );
         assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);

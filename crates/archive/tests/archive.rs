@@ -5,8 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use buildimage_archive::read::{BaseImage, Kind, MAX_JSON, Select};
-use buildimage_archive::{Error, ImageSpec, Tag, merge_config, write_image};
-use buildimage_layer::{CopyOptions, Owner, Tree, Warnings, hex};
+use buildimage_archive::{
+    Error, Image, ImageLayer, ImageMeta, LayerData, LayerKind, Tag, merge_config, write_image,
+};
+use buildimage_layer::{CopyOptions, Owner, Tree, Warnings};
+use data_encoding::HEXLOWER;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -14,7 +17,7 @@ use sha2::{Digest, Sha256};
 // Building archives
 
 fn sha(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    HEXLOWER.encode(&Sha256::digest(bytes))
 }
 
 fn diff_id(layer: &[u8]) -> String {
@@ -243,18 +246,26 @@ fn legacy_archive_written_by_buildimage() {
     )
     .unwrap();
     let entries = tree.entries(&Owner::root(), 315_532_800);
-    let spec = ImageSpec {
+    let image = Image {
         name: "base".into(),
         tag: Tag::Fixed("latest".into()),
-        config: merge_config(None, &[json!("PATH=/bin")]),
-        architecture: "amd64".into(),
-        created: "1970-01-01T00:00:01Z".into(),
-        mtime: 315_532_800,
-        base: None,
+        meta: ImageMeta {
+            architecture: "amd64".into(),
+            config: merge_config(None, &[json!("PATH=/bin")]),
+            created: "1970-01-01T00:00:01Z".into(),
+            parent: None,
+            mtime: 315_532_800,
+        },
+        layers: vec![ImageLayer {
+            kind: LayerKind::Own,
+            data: LayerData::Planned(&entries),
+        }],
+        history: vec![json!({"created": "1970-01-01T00:00:01Z"})],
     };
     let archive = d.input.join("base.tar");
     let file = std::fs::File::create(&archive).unwrap();
-    let (_, written) = write_image(file, &spec, &entries, None).unwrap();
+    let (_, written) = write_image(file, &image).unwrap();
+    let layer = &written.layers[0];
 
     let (base, warnings) = BaseImage::open(&archive, Select::default(), &d.parent).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -262,10 +273,10 @@ fn legacy_archive_written_by_buildimage() {
     assert_eq!(base.repo_tags, ["base:latest"]);
     assert_eq!(base.layers.len(), 1);
     let l = &base.layers[0];
-    assert_eq!(l.member, format!("{}/layer.tar", written.layer_id));
-    assert_eq!(l.diff_id, written.layer.diff_id);
-    assert_eq!(l.diff_id_string(), written.layer.diff_id_string());
-    assert_eq!(l.size, written.layer.size);
+    assert_eq!(l.member, format!("{}/layer.tar", layer.id));
+    assert_eq!(l.diff_id, layer.diff_id);
+    assert_eq!(l.diff_id_string(), layer.diff_id_string());
+    assert_eq!(l.size, layer.size);
     assert_eq!(std::fs::metadata(&l.path).unwrap().len(), l.size);
     assert!(l.path.starts_with(base.scratch()));
     assert_eq!(base.env(), [json!("PATH=/bin")]);

@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 
 use buildimage_archive::read::{BaseImage, Select};
 
-use crate::spec;
+use crate::{request, spec};
 
 /// The folder relative spec paths are joined onto; never read.
 const SPEC_DIR: &str = "/specs";
 
-/// The SPEC parser on arbitrary bytes, followed by the checks `buildimage build` makes
-/// before it touches a file: the reference grammar and the default output name.
+/// The SPEC parser on arbitrary bytes, followed by what `buildimage build` does before it
+/// touches a file: the resolution into a request (with the rules between keys), the
+/// request's own checks (the reference grammar), and the default output name.
 ///
 /// Text that is not UTF-8 never reaches the parser in the binary (reading the spec fails
 /// first); here it is decoded lossily so that the rest of such inputs is still parsed.
@@ -34,11 +35,19 @@ pub fn spec(data: &[u8]) {
                 assert!(!warning.is_empty(), "an empty warning");
             }
             let spec = parsed.spec;
-            let name = spec.name.to_lowercase();
-            if let Err(err) =
-                spec::validate_reference(&name, spec.tag.as_deref().unwrap_or("latest"))
-            {
-                assert!(!err.to_string().is_empty(), "an empty error message");
+            let context = request::Context {
+                source_date_epoch: None,
+                now: 0,
+                store: PathBuf::from("/"),
+                closure_info: None,
+            };
+            match request::build_image(&spec, &context) {
+                Ok(request) => {
+                    if let Err(err) = request.check() {
+                        assert!(!err.to_string().is_empty(), "an empty error message");
+                    }
+                }
+                Err(err) => assert!(!err.to_string().is_empty(), "an empty error message"),
             }
             let out = spec::default_output_name(&spec.name, spec.compressor);
             assert!(out.starts_with("docker-image-"), "output name {out:?}");

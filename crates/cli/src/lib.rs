@@ -1,8 +1,10 @@
-//! The library half of the `buildimage` command: the SPEC parser, and the entry points that
-//! the fuzz targets (`fuzz/` at the workspace root) and their corpus regression test share.
+//! The library half of the `buildimage` command: the command line, the SPEC parser, the
+//! resolution of a spec into a pipeline request, and the entry points that the fuzz
+//! targets (`fuzz/` at the workspace root) and their corpus regression test share.
 //!
-//! The binary `buildimage` (`src/main.rs`) wires these to the other crates; the parser is
-//! a library so that it can be fuzzed and tested without running the binary.
+//! The binary `buildimage` (`src/main.rs`) wires these to `buildimage-pipeline`; they are a
+//! library so that they can be fuzzed and tested without running the binary, and so that
+//! `cargo xtask man` can render the command line.
 //!
 //! ```
 //! use std::path::Path;
@@ -22,7 +24,10 @@
 //! # Determinism
 //!
 //! Parsing is a pure function of the SPEC text and the folder relative paths start from:
-//! no clock, no environment, no file system (see [`spec`]).
+//! no clock, no environment, no file system (see [`spec`]). Resolving ([`request`]) takes
+//! the environment and the clock as explicit arguments.
 
+pub mod args;
 pub mod fuzzing;
+pub mod request;
 pub mod spec;

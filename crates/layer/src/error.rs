@@ -3,14 +3,16 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Everything that can go wrong while planning or writing a layer.
+/// Everything that can go wrong while planning, writing or reading a layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing a file system object failed.
-    #[error("{}", path.display())]
+    #[error("Cannot {action} {}", path.display())]
     Io {
-        /// The object that could not be read or written.
+        /// What was being done: `read`, `list`, `create`, …
+        action: &'static str,
+        /// The object concerned.
         path: PathBuf,
         /// What the operating system said.
         #[source]
@@ -20,7 +22,7 @@ pub enum Error {
     #[error("Writing the layer failed")]
     Write(#[source] io::Error),
     /// A source item of the layer is not a directory.
-    #[error("{path}: expected a directory, found {found}")]
+    #[error("{}: expected a directory, found {found}", path.display())]
     NotADirectory {
         /// The offending source item.
         path: PathBuf,
@@ -29,7 +31,8 @@ pub enum Error {
     },
     /// A source file changed size between planning and packing.
     #[error(
-        "{path}: file changed size while it was being packed (planned {planned} bytes, found {found})"
+        "{}: file changed size while it was being packed (planned {planned} bytes, found {found})",
+        path.display()
     )]
     Changed {
         /// The file that changed.
@@ -40,14 +43,17 @@ pub enum Error {
         found: u64,
     },
     /// Following directory symlinks (rsync `-k`) leads back into a directory being copied.
-    #[error("{path}: symlink leads to a directory loop")]
+    #[error("{}: symlink leads to a directory loop", path.display())]
     Loop {
         /// The symlink that closes the loop.
         path: PathBuf,
     },
-    /// A directory cannot be merged into a symlink that points outside the layer.
+    /// A directory cannot be merged into a symlink that points outside the layer (rsync
+    /// `-K` would write through it, into the store).
     #[error(
-        "{path}: cannot merge a directory into the symlink `{name}` -> {target}, whose target is not inside the layer (keepContentsDirlinks)"
+        "{}: cannot merge a directory into the symlink `{name}` -> {target}, whose target is \
+         not inside the layer",
+        path.display()
     )]
     DirlinkOutside {
         /// The source directory that was to be merged.
@@ -57,15 +63,16 @@ pub enum Error {
         /// The symlink's target.
         target: String,
     },
-    /// The build was interrupted (SIGINT, SIGTERM).
-    #[error("Interrupted")]
-    Interrupted,
+    /// The work was interrupted (see [`crate::Cancel`]).
+    #[error(transparent)]
+    Interrupted(#[from] crate::Interrupted),
 }
 
 impl Error {
-    /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// Wraps an I/O error with what was being done and the path it concerns.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
+            action,
             path: path.into(),
             source,
         }

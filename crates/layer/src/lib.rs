@@ -10,6 +10,12 @@
 //! For `runAsRoot`, [`Tree::from_upper`] reads the overlay's upper folder after the script
 //! ran: every node keeps its real owner ([`Tree::owners`]), deletions become OCI whiteouts
 //! (`.wh.NAME`) and opaque folders get a `.wh..wh..opq` entry, written before their siblings.
+//! The whiteout rules themselves live in [`overlay`], and [`read`] is the bounded tar reader
+//! that everything reading untrusted layers uses.
+//!
+//! The crate also holds what every stage of a build shares: [`Cancel`], the flag that stops
+//! long work on SIGINT or SIGTERM, and [`ScratchDir`], a temporary folder removed with
+//! everything in it.
 //!
 //! ```
 //! use buildimage_layer::{CopyOptions, LayerWriter, Owner, Tree, Warnings};
@@ -43,63 +49,29 @@
 //! archive is padded to GNU tar's 10 240-byte records. The same tree created in another
 //! order, with other times, under another umask, gives the same bytes.
 
+mod cancel;
 mod entry;
 mod error;
 mod header;
+pub mod overlay;
+mod plan;
+pub mod read;
 pub mod stage;
+mod stat;
 mod tree;
+mod walk;
 mod writer;
 
+pub use cancel::{Cancel, Interrupted};
 pub use entry::{Entry, EntryKind, Owner};
 pub use error::{Error, Result};
 pub use header::{BLOCK, RECORD, archive_size, encode as encode_header, pad_to_block};
-pub use tree::{
-    CopyOptions, Dir, Node, OPAQUE_MARKER, Tree, UpperOptions, WHITEOUT_PREFIX, Warnings,
-    for_each_by_path, resolve_host,
-};
-pub use writer::{LayerDigest, LayerWriter, hex};
+pub use plan::{LayerEntries, Plan, planned_size};
+pub use stage::ScratchDir;
+pub use tree::{CopyOptions, Dir, Node, Tree, UpperOptions, Warnings, resolve_host};
+pub use walk::for_each_by_path;
+pub use writer::{LayerDigest, LayerWriter};
 
 /// Modification time of every entry when `SOURCE_DATE_EPOCH` is not set: 1980-01-01, the
 /// stdenv default.
 pub const DEFAULT_MTIME: u64 = 315_532_800;
-
-/// The size of the tar stream that writing `entries` produces.
-pub fn planned_size<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> u64 {
-    archive_size(entries.into_iter().map(Entry::tar_size).sum())
-}
-
-/// What a plan adds up to, entry by entry: the layer's size ([`planned_size`]) and a
-/// digest of every header field (names, kinds, modes, owners, sizes, link targets, device
-/// numbers, times) and of the bytes of in-memory entries, but not of the contents of files,
-/// which are only read when the layer is written.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    members: u64,
-    hasher: sha2::Sha256,
-    header: Vec<u8>,
-}
-
-impl Plan {
-    /// Counts one entry.
-    pub fn add(&mut self, entry: &Entry) {
-        use sha2::Digest;
-        self.members += entry.tar_size();
-        self.header.clear();
-        encode_header(entry, &mut self.header);
-        self.hasher.update(&self.header);
-        if let EntryKind::Data(data) = &entry.kind {
-            self.hasher.update(data);
-        }
-    }
-
-    /// The size of the tar stream of the entries counted so far.
-    pub fn size(&self) -> u64 {
-        archive_size(self.members)
-    }
-
-    /// The digest of the entries counted so far.
-    pub fn digest(&self) -> [u8; 32] {
-        use sha2::Digest;
-        self.hasher.clone().finalize().into()
-    }
-}

@@ -1,18 +1,18 @@
-//! Staging: writing a planned tree out as real files, for scripts (`extraCommands`) that
-//! must run in the layer's root before it is packed.
+//! Staging on the host: writing a planned tree out as real files (for scripts that must run
+//! in the layer's root before it is packed), and the scratch folders that hold such files.
 
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::unistd::mkfifo;
 
 use crate::entry::EntryKind;
 use crate::error::{Error, Result};
-use crate::tree::{Dir, Node, Tree, set_mode};
+use crate::tree::{Dir, Node, Tree};
 
 /// Writes `tree` into the existing, empty directory `dest`: directories, file copies,
 /// in-memory files, symlinks, fifos and device nodes (device nodes need root), with the
@@ -30,24 +30,25 @@ fn write_dir(dir: &Dir, dest: &Path) -> Result<()> {
         let path = dest.join(OsStr::from_bytes(name));
         match node {
             Node::Dir(d) => {
-                fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+                fs::create_dir(&path).map_err(|e| Error::io("create", &path, e))?;
                 set_mode(&path, 0o700)?;
                 write_dir(d, &path)?;
                 set_mode(&path, d.mode)?;
             }
             Node::File { source, mode, .. } => {
                 // Writing the copy fails far more often (a full disk) than reading the source.
-                fs::copy(source, &path).map_err(|e| Error::io(&path, e))?;
+                fs::copy(source, &path).map_err(|e| Error::io("write", &path, e))?;
                 set_mode(&path, *mode)?;
             }
             Node::Symlink { target, .. } => {
-                symlink(OsStr::from_bytes(target), &path).map_err(|e| Error::io(&path, e))?;
+                symlink(OsStr::from_bytes(target), &path)
+                    .map_err(|e| Error::io("create", &path, e))?;
             }
             Node::Special {
                 kind: EntryKind::Data(data),
                 mode,
             } => {
-                fs::write(&path, data).map_err(|e| Error::io(&path, e))?;
+                fs::write(&path, data).map_err(|e| Error::io("write", &path, e))?;
                 set_mode(&path, *mode)?;
             }
             Node::Special { kind, mode } => {
@@ -68,7 +69,7 @@ fn write_dir(dir: &Dir, dest: &Path) -> Result<()> {
                     ),
                     _ => unreachable!("special nodes are fifos, devices and in-memory files"),
                 };
-                made.map_err(|e| Error::io(&path, e.into()))?;
+                made.map_err(|e| Error::io("create", &path, e.into()))?;
                 set_mode(&path, *mode)?;
             }
         }
@@ -76,21 +77,27 @@ fn write_dir(dir: &Dir, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Sets permission bits on a host path.
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("set the mode of", path, e))
+}
+
 /// Deletes a staged tree, first making its directories writable (store directories are
-/// read-only, and a script may have made others so). Symlinks are never followed.
+/// read-only, and a script or overlayfs may have made others so). Symlinks are never
+/// followed.
 pub fn remove_tree(path: &Path) -> Result<()> {
     fn unlock(dir: &Path) -> Result<()> {
-        let md = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+        let md = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
         if !md.is_dir() {
             return Ok(());
         }
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io(dir, e))?;
-        for item in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let item = item.map_err(|e| Error::io(dir, e))?;
+        set_mode(dir, 0o700)?;
+        for item in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+            let item = item.map_err(|e| Error::io("list", dir, e))?;
             if item
                 .file_type()
-                .map_err(|e| Error::io(item.path(), e))?
+                .map_err(|e| Error::io("inspect", item.path(), e))?
                 .is_dir()
             {
                 unlock(&item.path())?;
@@ -100,9 +107,63 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     }
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
+        Err(e) => return Err(Error::io("inspect", path, e)),
         Ok(_) => {}
     }
     unlock(path)?;
-    fs::remove_dir_all(path).map_err(|e| Error::io(path, e))
+    fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))
+}
+
+/// A private temporary folder (staging, extracted base layers, a database being written),
+/// removed with everything in it, read-only folders included, when dropped: on success,
+/// error or interruption alike.
+///
+/// Dropping removes it silently; call [`ScratchDir::remove`] to learn whether that worked.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl ScratchDir {
+    /// A new folder named `PREFIX…` in `parent`.
+    pub fn new_in(parent: &Path, prefix: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .map_err(|e| Error::io("create a temporary folder in", parent, e))?;
+        Ok(ScratchDir {
+            path: dir.keep(),
+            removed: false,
+        })
+    }
+
+    /// A new folder named `PREFIX…` in the system's temporary folder (`TMPDIR`).
+    pub fn new(prefix: &str) -> Result<Self> {
+        Self::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `rel` inside the folder.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Removes the folder now, reporting failure.
+    pub fn remove(mut self) -> Result<()> {
+        self.removed = true;
+        remove_tree(&self.path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = remove_tree(&self.path);
+        }
+    }
 }

@@ -9,12 +9,13 @@
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use data_encoding::HEXLOWER;
 use sha2::{Digest, Sha256};
 
+use crate::cancel::Cancel;
 use crate::entry::{Entry, EntryKind};
 use crate::error::{Error, Result};
 use crate::header::{self, BLOCK};
@@ -32,8 +33,9 @@ pub struct LayerDigest {
     /// SHA-256 of the whole tar stream: the layer's `diff_id` without the `sha256:` prefix.
     pub diff_id: [u8; 32],
     /// moby's tarsum v1 (`tarsum.v1+sha256:<hex>`) of the stream's entries, or of those
-    /// before [`LayerWriter::end_checksum`] when it was called.
-    pub tarsum: String,
+    /// before [`LayerWriter::end_checksum`] when it was called; `None` from a writer made
+    /// with [`LayerWriter::without_tarsum`].
+    pub tarsum: Option<String>,
     /// Length of the stream in bytes.
     pub size: u64,
 }
@@ -41,19 +43,8 @@ pub struct LayerDigest {
 impl LayerDigest {
     /// The diff id in the form image configs use: `sha256:<hex>`.
     pub fn diff_id_string(&self) -> String {
-        format!("sha256:{}", hex(&self.diff_id))
+        format!("sha256:{}", HEXLOWER.encode(&self.diff_id))
     }
-}
-
-/// Lower-case hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// What the tarsum thread does with a batch, in order.
@@ -142,7 +133,7 @@ impl Consumer for EntryHashes {
                 }
                 Op::End => {
                     if let Some(h) = self.current.take() {
-                        self.sums.push(hex(&h.finalize()));
+                        self.sums.push(HEXLOWER.encode(&h.finalize()));
                     }
                 }
             }
@@ -202,16 +193,28 @@ pub struct LayerWriter<W: Write> {
     spare: Receiver<Batch>,
     back: SyncSender<Batch>,
     diff_id: Worker<[u8; 32]>,
-    tarsum: Worker<Vec<String>>,
+    /// The tarsum's thread, unless the destination has no use for a tarsum.
+    tarsum: Option<Worker<Vec<String>>>,
     header: Vec<u8>,
     /// Whether the entries appended now count in the tarsum.
     checksummed: bool,
-    cancel: Option<Arc<AtomicBool>>,
+    cancel: Option<Cancel>,
 }
 
 impl<W: Write> LayerWriter<W> {
-    /// A writer that streams into `out`.
+    /// A writer that streams into `out` and computes the diff id and the tarsum.
     pub fn new(out: W) -> Self {
+        Self::with_tarsum(out, true)
+    }
+
+    /// A writer that computes the diff id only: a layer needs a tarsum only for the legacy
+    /// `json` of the docker-archive that `buildImage` writes, and it costs a second
+    /// SHA-256 over every byte.
+    pub fn without_tarsum(out: W) -> Self {
+        Self::with_tarsum(out, false)
+    }
+
+    fn with_tarsum(out: W, tarsum: bool) -> Self {
         // Room for about every batch that can be in flight to come back (queued for or held
         // by either thread, being written); a spare that finds the queue full is freed.
         let (back, spare) = sync_channel::<Batch>(2 * IN_FLIGHT + 2);
@@ -221,10 +224,10 @@ impl<W: Write> LayerWriter<W> {
             batch: Batch::new(),
             spare,
             diff_id: Worker::start("diff-id", back.clone(), StreamHash(Sha256::new())),
-            tarsum: Worker::start("tarsum", back.clone(), EntryHashes::default()),
+            tarsum: tarsum.then(|| Worker::start("tarsum", back.clone(), EntryHashes::default())),
             back,
             header: Vec::with_capacity(4 * BLOCK as usize),
-            checksummed: true,
+            checksummed: tarsum,
             cancel: None,
         }
     }
@@ -237,16 +240,16 @@ impl<W: Write> LayerWriter<W> {
         self
     }
 
-    /// Makes the writer stop with [`Error::Interrupted`] as soon as `flag` is set.
-    pub fn cancel_on(&mut self, flag: Arc<AtomicBool>) -> &mut Self {
-        self.cancel = Some(flag);
+    /// Makes the writer stop with [`Error::Interrupted`] as soon as `cancel` is set.
+    pub fn cancel_on(&mut self, cancel: Cancel) -> &mut Self {
+        self.cancel = Some(cancel);
         self
     }
 
     fn check_cancel(&self) -> Result<()> {
         match &self.cancel {
-            Some(flag) if flag.load(Ordering::Relaxed) => Err(Error::Interrupted),
-            _ => Ok(()),
+            Some(cancel) => Ok(cancel.check()?),
+            None => Ok(()),
         }
     }
 
@@ -258,8 +261,10 @@ impl<W: Write> LayerWriter<W> {
         let next = self.spare.try_recv().unwrap_or_else(|_| Batch::new());
         let batch = Arc::new(std::mem::replace(&mut self.batch, next));
         self.diff_id.send(Arc::clone(&batch));
-        if !batch.ops.is_empty() {
-            self.tarsum.send(Arc::clone(&batch));
+        if let Some(tarsum) = &self.tarsum
+            && !batch.ops.is_empty()
+        {
+            tarsum.send(Arc::clone(&batch));
         }
         let written = self.out.write_all(batch.stream()).map_err(Error::Write);
         recycle(batch, &self.back);
@@ -351,7 +356,7 @@ impl<W: Write> LayerWriter<W> {
     /// Streams exactly `size` bytes of `source`, read straight into the batch; a file that
     /// is shorter or longer than planned is an error, never a corrupt layer.
     fn copy_file(&mut self, source: &std::path::Path, size: u64) -> Result<()> {
-        let mut file = std::fs::File::open(source).map_err(|e| Error::io(source, e))?;
+        let mut file = std::fs::File::open(source).map_err(|e| Error::io("open", source, e))?;
         let changed = |found: u64| Error::Changed {
             path: source.to_owned(),
             planned: size,
@@ -407,15 +412,18 @@ impl<W: Write> LayerWriter<W> {
         self.ship()?;
         self.out.flush().map_err(Error::Write)?;
         let diff_id = self.diff_id.finish();
-        let mut entry_sums = self.tarsum.finish();
-        entry_sums.sort_unstable();
-        let mut total = Sha256::new();
-        for s in &entry_sums {
-            total.update(s.as_bytes());
-        }
+        let tarsum = self.tarsum.map(|worker| {
+            let mut entry_sums = worker.finish();
+            entry_sums.sort_unstable();
+            let mut total = Sha256::new();
+            for s in &entry_sums {
+                total.update(s.as_bytes());
+            }
+            format!("tarsum.v1+sha256:{}", HEXLOWER.encode(&total.finalize()))
+        });
         let digest = LayerDigest {
             diff_id,
-            tarsum: format!("tarsum.v1+sha256:{}", hex(&total.finalize())),
+            tarsum,
             size: self.written,
         };
         Ok((self.out, digest))
@@ -426,7 +434,7 @@ fn read_some(file: &mut std::fs::File, buf: &mut [u8], path: &std::path::Path) -
         match file.read(buf) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::io("read", path, e)),
         }
     }
 }
@@ -511,11 +519,14 @@ mod tests {
                 if let EntryKind::Data(bytes) = &e.kind {
                     h.update(bytes);
                 }
-                hex(&h.finalize())
+                HEXLOWER.encode(&h.finalize())
             })
             .collect();
         sums.sort();
-        format!("tarsum.v1+sha256:{}", hex(&Sha256::digest(sums.concat())))
+        format!(
+            "tarsum.v1+sha256:{}",
+            HEXLOWER.encode(&Sha256::digest(sums.concat()))
+        )
     }
 
     /// Contents that straddle batches: bigger than one, exactly one, and many small ones.
@@ -541,9 +552,21 @@ mod tests {
         let (out, digest) = pack(&entries, usize::MAX);
         assert_eq!(digest.size, out.len() as u64);
         assert_eq!(digest.diff_id, <[u8; 32]>::from(Sha256::digest(&out)));
-        assert_eq!(digest.tarsum, tarsum_of(&entries));
+        assert_eq!(digest.tarsum.unwrap(), tarsum_of(&entries));
         let planned: u64 = entries.iter().map(Entry::tar_size).sum();
         assert_eq!(out.len() as u64, header::archive_size(planned));
+    }
+
+    #[test]
+    fn a_writer_without_tarsum_writes_the_same_stream() {
+        let entries = entries();
+        let (all, digest) = pack(&entries, usize::MAX);
+        let mut writer = LayerWriter::without_tarsum(Vec::new());
+        writer.append_all(&entries).unwrap();
+        let (out, plain) = writer.finish().unwrap();
+        assert_eq!(out, all);
+        assert_eq!((plain.diff_id, plain.size), (digest.diff_id, digest.size));
+        assert_eq!(plain.tarsum, None);
     }
 
     #[test]
@@ -552,8 +575,8 @@ mod tests {
         let (all, _) = pack(&entries, usize::MAX);
         let (out, digest) = pack(&entries, 2);
         assert_eq!(out, all, "the stream does not depend on the checksum");
-        assert_eq!(digest.tarsum, tarsum_of(&entries[..2]));
+        assert_eq!(digest.tarsum.unwrap(), tarsum_of(&entries[..2]));
         let (_, none) = pack(&entries, 0);
-        assert_eq!(none.tarsum, tarsum_of(&[]));
+        assert_eq!(none.tarsum.unwrap(), tarsum_of(&[]));
     }
 }

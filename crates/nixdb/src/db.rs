@@ -692,7 +692,10 @@ mod tests {
         assert_eq!((got.nar_hash, got.nar_size), (None, None));
         conn.execute(
             "update ValidPaths set hash = ?1 where path = ?2",
-            params![hash::to_hex(&digest), infos[0].path.as_str()],
+            params![
+                data_encoding::HEXLOWER.encode(&digest),
+                infos[0].path.as_str()
+            ],
         )
         .unwrap();
         let err = db.query(&infos[0].path).unwrap_err();

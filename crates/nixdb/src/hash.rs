@@ -20,7 +20,7 @@
 //! # Ok::<(), buildimage_nixdb::Error>(())
 //! ```
 
-use std::fmt::Write as _;
+use data_encoding::{BASE64, HEXLOWER, HEXLOWER_PERMISSIVE};
 
 use crate::error::{Error, Result};
 use crate::nix32;
@@ -41,21 +41,11 @@ pub enum HashForm {
 /// Formats a digest in the given form.
 pub fn format(digest: &[u8; 32], form: HashForm) -> String {
     match form {
-        HashForm::Base16 => format!("sha256:{}", to_hex(digest)),
+        HashForm::Base16 => format!("sha256:{}", HEXLOWER.encode(digest)),
         HashForm::Nix32 => format!("sha256:{}", nix32::encode(digest)),
         HashForm::Nix32Bare => nix32::encode(digest),
-        HashForm::Sri => format!("sha256-{}", base64_encode(digest)),
+        HashForm::Sri => format!("sha256-{}", BASE64.encode(digest)),
     }
-}
-
-/// Lowercase hex digits of `bytes`.
-pub fn to_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 /// Parses a SHA-256 hash that names its algorithm, as Nix reads `ValidPaths.hash`.
@@ -120,71 +110,12 @@ fn invalid(text: &str, reason: &'static str) -> Error {
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| match pair {
-            [hi, lo] => Some(digit(*hi)? << 4 | digit(*lo)?),
-            _ => None,
-        })
-        .collect()
-}
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with `=` padding.
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(BASE64[(n >> (18 - 6 * k) & 0x3f) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    HEXLOWER_PERMISSIVE.decode(text.as_bytes()).ok()
 }
 
 /// Strict standard base64: padded to a multiple of 4, no stray bits in the last character.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let chars = text.as_bytes();
-    if !chars.len().is_multiple_of(4) {
-        return None;
-    }
-    let pad = chars.iter().rev().take_while(|&&c| c == b'=').count();
-    if pad > 2 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(chars.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for &c in &chars[..chars.len() - pad] {
-        let v = BASE64.iter().position(|&a| a == c)?;
-        acc = acc << 6 | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // Leftover bits must be zero for the encoding to be canonical.
-    (acc == 0).then_some(out)
+    BASE64.decode(text.as_bytes()).ok()
 }
 
 #[cfg(test)]
@@ -252,7 +183,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn base64_round_trip(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
-            proptest::prop_assert_eq!(base64_decode(&base64_encode(&bytes)), Some(bytes));
+            proptest::prop_assert_eq!(base64_decode(&BASE64.encode(&bytes)), Some(bytes));
         }
     }
 }

@@ -122,10 +122,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap()
     }
 
     /// The vectors of nix-store.md section 2, cross-checked there with `nix-hash`.

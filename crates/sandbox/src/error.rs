@@ -5,24 +5,26 @@ use std::path::PathBuf;
 
 /// What an unprivileged run adds to a failing script's message: in a user namespace that
 /// maps only the caller, every other id is unmapped.
-const UNPRIVILEGED_NOTE: &str = "; buildimage runs without root, so runAsRoot can only own files as root \
-     (chown to any other id fails): run buildimage as root for other owners";
+const UNPRIVILEGED_NOTE: &str = "; it ran without root, where files can only be owned by root \
+     (chown to any other id fails): run as root for other owners";
 
-/// Everything that can go wrong while extracting a layer or running `runAsRoot`.
+/// Everything that can go wrong while extracting a layer or running a script.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing a file system object failed.
-    #[error("{}", path.display())]
+    #[error("Cannot {action} {}", path.display())]
     Io {
-        /// The object that could not be read or written.
+        /// What was being done: `create`, `remove`, …
+        action: &'static str,
+        /// The object concerned.
         path: PathBuf,
         /// What the operating system said.
         #[source]
         source: io::Error,
     },
     /// A layer tar could not be read.
-    #[error("{path}: cannot read the layer tar")]
+    #[error("Cannot read the layer tar {}", path.display())]
     Tar {
         /// The layer tar.
         path: PathBuf,
@@ -32,7 +34,7 @@ pub enum Error {
     },
     /// A layer tar holds an entry that would land outside the extraction folder or that
     /// cannot be represented there.
-    #[error("{path}: entry `{entry}`: {reason}")]
+    #[error("{}: entry `{entry}`: {reason}", path.display())]
     Hostile {
         /// The layer tar.
         path: PathBuf,
@@ -42,7 +44,7 @@ pub enum Error {
         reason: String,
     },
     /// A path given in the request is not usable.
-    #[error("{path}: {reason}")]
+    #[error("{}: {reason}", path.display())]
     BadRequest {
         /// The path at fault.
         path: PathBuf,
@@ -50,17 +52,17 @@ pub enum Error {
         reason: &'static str,
     },
     /// The script is too long to be passed as one argument.
-    #[error("The runAsRoot script is {len} bytes long; at most {max} bytes are supported")]
+    #[error("The script is {len} bytes long; at most {max} bytes are supported")]
     ScriptTooLong {
         /// Its length.
         len: usize,
         /// The limit (Linux's `MAX_ARG_STRLEN` less the final NUL).
         max: usize,
     },
-    /// The helper process could not be started.
-    #[error("Cannot start the sandbox helper {path}")]
+    /// A process could not be started: the sandbox helper, or the shell.
+    #[error("Cannot start {}", path.display())]
     Spawn {
-        /// The binary that was to be re-executed.
+        /// The program that was to be started.
         path: PathBuf,
         /// What the operating system said.
         #[source]
@@ -68,8 +70,9 @@ pub enum Error {
     },
     /// The helper process ended without a report.
     #[error(
-        "The sandbox helper {path} ended without a report ({status}); it must be a binary that \
-         calls buildimage_sandbox::sandbox_main for `__sandbox`"
+        "The sandbox helper {} ended without a report ({status}); it must be a binary that \
+         calls buildimage_sandbox::sandbox_main for `__sandbox`",
+        path.display()
     )]
     Helper {
         /// The binary that was re-executed.
@@ -79,15 +82,15 @@ pub enum Error {
     },
     /// Running without root needs a user namespace, and the kernel refused one.
     #[error(
-        "Running runAsRoot without root needs a user namespace, and the kernel refused it ({message}); \
-         run buildimage as root or allow unprivileged user namespaces"
+        "Running the script without root needs a user namespace, and the kernel refused it \
+         ({message}); run as root or allow unprivileged user namespaces"
     )]
     UserNamespace {
         /// What failed.
         message: String,
     },
     /// Preparing the sandbox failed.
-    #[error("Cannot {step} for runAsRoot: {message}")]
+    #[error("Cannot {step} for the script: {message}")]
     Setup {
         /// The step that failed (`mount the overlay`, …).
         step: String,
@@ -95,17 +98,17 @@ pub enum Error {
         message: String,
     },
     /// The image has no `/bin/sh` and no shell was named.
-    #[error("The image has no /bin/sh; set runAsRootShell")]
+    #[error("The image has no /bin/sh to run the script with, and no other shell was named")]
     NoShell,
     /// The named shell is neither in the image nor in the store.
-    #[error("Key `runAsRootShell`: {shell} is neither in the image nor in the store")]
+    #[error("The shell {shell} is neither in the image nor in the store")]
     ShellNotFound {
         /// The shell as named.
         shell: String,
     },
     /// The script ended with a non-zero exit status.
     #[error(
-        "The runAsRoot script failed with exit status {status}{}",
+        "The script failed with exit status {status} (its error output is above){}",
         if *unprivileged { UNPRIVILEGED_NOTE } else { "" }
     )]
     ScriptFailed {
@@ -115,22 +118,44 @@ pub enum Error {
         unprivileged: bool,
     },
     /// The script was killed by a signal.
-    #[error("The runAsRoot script was killed by signal {signal}")]
+    #[error("The script was killed by signal {signal}")]
     ScriptKilled {
         /// The signal number.
         signal: i32,
     },
     /// The run was stopped (SIGINT, SIGTERM) before the script ended.
-    #[error("Interrupted")]
-    Interrupted,
+    #[error(transparent)]
+    Interrupted(#[from] buildimage_layer::Interrupted),
 }
 
 impl Error {
-    /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// Wraps an I/O error with what was being done and the path it concerns.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
+            action,
             path: path.into(),
             source,
+        }
+    }
+}
+
+impl From<buildimage_layer::Error> for Error {
+    fn from(error: buildimage_layer::Error) -> Self {
+        match error {
+            buildimage_layer::Error::Io {
+                action,
+                path,
+                source,
+            } => Error::Io {
+                action,
+                path,
+                source,
+            },
+            buildimage_layer::Error::Interrupted(i) => Error::Interrupted(i),
+            other => Error::Setup {
+                step: "prepare the folders".to_owned(),
+                message: other.to_string(),
+            },
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{
     FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink,
@@ -14,18 +14,11 @@ use nix::fcntl::AT_FDCWD;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{geteuid, mkfifo};
-use tar::EntryType;
+
+use buildimage_layer::overlay::{self, Marker, OPAQUE_XATTR_TRUSTED, OPAQUE_XATTR_USER};
+use buildimage_layer::read::{FileSource, Kind, Member, TarReader};
 
 use crate::error::{Error, Result};
-
-/// The prefix of an OCI whiteout file.
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-/// The OCI opaque-directory marker.
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// Names starting with this are whiteout metadata of aufs (`.wh..wh.plnk`, …), not whiteouts.
-const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
-/// The PAX record prefix GNU tar and Docker use for extended attributes.
-const PAX_XATTR: &str = "SCHILY.xattr.";
 
 /// Extracts the plain (uncompressed) layer tar `tar_path` into `dest` (created if missing),
 /// in the form overlayfs wants for a lower directory.
@@ -48,8 +41,13 @@ const PAX_XATTR: &str = "SCHILY.xattr.";
 ///
 /// A hostile entry is an [`Error::Hostile`]; entries extracted before it stay in `dest`.
 pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<Extracted> {
-    let file = File::open(tar_path).map_err(|e| Error::io(tar_path, e))?;
-    fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
+    let tar_err = |e| Error::Tar {
+        path: tar_path.to_owned(),
+        source: e,
+    };
+    let file = File::open(tar_path).map_err(|e| Error::io("open", tar_path, e))?;
+    let mut reader = TarReader::new(FileSource::new(file).map_err(tar_err)?, false);
+    fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
     let mut ex = Extractor {
         tar: tar_path,
         dest,
@@ -59,14 +57,8 @@ pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<Extracted> {
         extracted: Extracted::default(),
         skipped: BTreeSet::new(),
     };
-    let mut archive = tar::Archive::new(BufReader::new(file));
-    let tar_err = |e| Error::Tar {
-        path: tar_path.to_owned(),
-        source: e,
-    };
-    for entry in archive.entries().map_err(tar_err)? {
-        let mut entry = entry.map_err(tar_err)?;
-        ex.entry(&mut entry)?;
+    while let Some(member) = reader.next_member().map_err(tar_err)? {
+        ex.entry(&member, &mut reader)?;
     }
     ex.finish()
 }
@@ -88,6 +80,27 @@ impl Extracted {
             .iter()
             .map(Vec::as_slice)
             .filter(|path| *path != b"dev" && !path.starts_with(b"dev/"))
+    }
+}
+
+/// Why copying a member's data failed.
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies a member's data into its file, telling read errors from write errors.
+fn copy_data(from: &mut impl io::Read, to: &mut File) -> std::result::Result<(), Copy> {
+    use std::io::Write as _;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(Copy::Write)?;
     }
 }
 
@@ -144,55 +157,48 @@ impl Extractor<'_> {
 
     fn opaque_xattr(&self) -> &'static str {
         if self.userxattr {
-            "user.overlay.opaque"
+            OPAQUE_XATTR_USER
         } else {
-            "trusted.overlay.opaque"
+            OPAQUE_XATTR_TRUSTED
         }
     }
 
     fn set_opaque(&self, dir: &Path) -> Result<()> {
-        xattr::set(dir, self.opaque_xattr(), b"y").map_err(|e| Error::io(dir, e))
+        xattr::set(dir, self.opaque_xattr(), b"y").map_err(|e| Error::io("mark as opaque", dir, e))
     }
 
-    fn entry<R: io::Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        ) {
+    fn entry(&mut self, member: &Member, data: &mut impl io::Read) -> Result<()> {
+        if member.kind == Kind::Unknown {
+            // GNU volume labels and the like: no object of the layer.
             return Ok(());
         }
-        let raw = entry.path_bytes().into_owned();
-        let Some(parts) = components(&raw) else {
-            return Err(self.hostile(&raw, "the name leaves the layer through `..`"));
+        let raw = &member.name;
+        let Some(parts) = components(raw) else {
+            return Err(self.hostile(raw, "the name leaves the layer through `..`"));
         };
-        let meta = self.meta(entry, &raw)?;
+        let meta = self.meta(member)?;
         let Some((name, parents)) = parts.split_last() else {
             // `./`: the layer's root folder.
-            if kind == EntryType::Directory {
+            if member.kind == Kind::Dir {
                 self.dirs.insert(self.dest.to_owned(), meta);
             }
             return Ok(());
         };
-        let parent = self.parents(parents, &raw, true)?;
-        if *name == OPAQUE_MARKER {
-            return self.set_opaque(&parent);
-        }
-        if name.starts_with(WHITEOUT_META_PREFIX) {
-            return Ok(());
-        }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            if matches!(hidden, b"" | b"." | b"..") {
-                return Err(self.hostile(&raw, "a whiteout of no name, `.` or `..`"));
+        let parent = self.parents(parents, raw, true)?;
+        match overlay::classify(name) {
+            Marker::Opaque => return self.set_opaque(&parent),
+            Marker::Metadata => return Ok(()),
+            Marker::BadWhiteout => {
+                return Err(self.hostile(raw, "a whiteout of no name, `.` or `..`"));
             }
-            return self.whiteout(&parent.join(OsStr::from_bytes(hidden)));
+            Marker::Whiteout(hidden) => {
+                return self.whiteout(&parent.join(OsStr::from_bytes(hidden)));
+            }
+            Marker::Plain => {}
         }
         let path = parent.join(OsStr::from_bytes(name));
         let existing = fs::symlink_metadata(&path).ok();
-        if kind == EntryType::Directory {
+        if member.kind == Kind::Dir {
             match existing {
                 Some(md) if md.is_dir() => {}
                 Some(md) => {
@@ -208,11 +214,11 @@ impl Extractor<'_> {
             self.dirs.insert(path, meta);
             return Ok(());
         }
-        let link_source = if kind == EntryType::Link {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| self.hostile(&raw, "a hard link without a target"))?;
-            let source = self.link_source(&target, &raw)?;
+        let link_source = if member.kind == Kind::HardLink {
+            if member.link.is_empty() {
+                return Err(self.hostile(raw, "a hard link without a target"));
+            }
+            let source = self.link_source(&member.link, raw)?;
             if source == path {
                 return Ok(());
             }
@@ -228,34 +234,36 @@ impl Extractor<'_> {
                 return self.skip_device(parts.join(&b'/'), path);
             }
             // A hard link shares the metadata of its target: nothing more to apply.
-            return fs::hard_link(&source, &path).map_err(|e| Error::io(&path, e));
+            return fs::hard_link(&source, &path).map_err(|e| Error::io("link", &path, e));
         }
-        match kind {
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+        match member.kind {
+            Kind::File => {
                 let mut out = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(&path)
-                    .map_err(|e| Error::io(&path, e))?;
-                io::copy(entry, &mut out).map_err(|e| Error::Tar {
-                    path: self.tar.to_owned(),
-                    source: e,
+                    .map_err(|e| Error::io("create", &path, e))?;
+                copy_data(data, &mut out).map_err(|e| match e {
+                    Copy::Read(source) => Error::Tar {
+                        path: self.tar.to_owned(),
+                        source,
+                    },
+                    Copy::Write(source) => Error::io("write", &path, source),
                 })?;
             }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.hostile(&raw, "a symlink without a target"))?;
-                symlink(OsStr::from_bytes(&target), &path).map_err(|e| Error::io(&path, e))?;
+            Kind::Symlink => {
+                if member.link.is_empty() {
+                    return Err(self.hostile(raw, "a symlink without a target"));
+                }
+                symlink(OsStr::from_bytes(&member.link), &path)
+                    .map_err(|e| Error::io("create", &path, e))?;
             }
-            EntryType::Char | EntryType::Block => {
+            Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } => {
                 if !self.privileged {
                     return self.skip_device(parts.join(&b'/'), path);
                 }
-                let major = entry.header().device_major().ok().flatten().unwrap_or(0);
-                let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
-                let sflag = if kind == EntryType::Char {
+                let sflag = if matches!(member.kind, Kind::CharDevice { .. }) {
                     SFlag::S_IFCHR
                 } else {
                     SFlag::S_IFBLK
@@ -266,51 +274,33 @@ impl Extractor<'_> {
                     Mode::empty(),
                     makedev(u64::from(major), u64::from(minor)),
                 )
-                .map_err(|e| Error::io(&path, e.into()))?;
+                .map_err(|e| Error::io("create", &path, e.into()))?;
             }
-            EntryType::Fifo => {
-                mkfifo(&path, Mode::empty()).map_err(|e| Error::io(&path, e.into()))?;
+            Kind::Fifo => {
+                mkfifo(&path, Mode::empty()).map_err(|e| Error::io("create", &path, e.into()))?;
             }
-            _ => return Ok(()),
+            Kind::Dir | Kind::HardLink | Kind::Unknown => return Ok(()),
         }
-        self.apply(&path, &meta, kind == EntryType::Symlink)
+        self.apply(&path, &meta, member.kind == Kind::Symlink)
     }
 
-    /// Reads owner, mode, time and extended attributes from the entry's header.
-    fn meta<R: io::Read>(&self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Meta> {
-        let header = entry.header();
-        let bad = |what: &str| self.hostile(raw, format!("unreadable {what} field"));
-        let mode = header.mode().map_err(|_| bad("mode"))? & 0o7777;
-        let uid = header.uid().map_err(|_| bad("uid"))?;
-        let gid = header.gid().map_err(|_| bad("gid"))?;
-        let mtime = header.mtime().map_err(|_| bad("mtime"))?;
-        let uid = u32::try_from(uid).map_err(|_| bad("uid"))?;
-        let gid = u32::try_from(gid).map_err(|_| bad("gid"))?;
-        let mut xattrs = Vec::new();
-        if let Some(pax) = entry.pax_extensions().map_err(|e| Error::Tar {
-            path: self.tar.to_owned(),
-            source: e,
-        })? {
-            for ext in pax {
-                let ext = ext.map_err(|e| Error::Tar {
-                    path: self.tar.to_owned(),
-                    source: e,
-                })?;
-                if let Ok(key) = ext.key()
-                    && let Some(name) = key.strip_prefix(PAX_XATTR)
-                    && !name.starts_with("trusted.overlay.")
-                    && !name.starts_with("user.overlay.")
-                {
-                    xattrs.push((name.to_owned(), ext.value_bytes().to_vec()));
-                }
-            }
-        }
+    /// Owner, mode, time and extended attributes from the member's header.
+    fn meta(&self, member: &Member) -> Result<Meta> {
+        let id = |what: &str, id: u64| {
+            u32::try_from(id)
+                .map_err(|_| self.hostile(&member.name, format!("{what} {id} is out of range")))
+        };
         Ok(Meta {
-            mode,
-            uid,
-            gid,
-            mtime: i64::try_from(mtime).unwrap_or(i64::MAX),
-            xattrs,
+            mode: member.mode,
+            uid: id("uid", member.uid)?,
+            gid: id("gid", member.gid)?,
+            mtime: member.mtime,
+            xattrs: member
+                .xattrs
+                .iter()
+                .filter(|(name, _)| !overlay::is_overlay_xattr(name))
+                .cloned()
+                .collect(),
         })
     }
 
@@ -346,7 +336,7 @@ impl Extractor<'_> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(self.hostile(raw, "the hard link's target is not in the layer"));
                 }
-                Err(e) => return Err(Error::io(&cur, e)),
+                Err(e) => return Err(Error::io("inspect", &cur, e)),
             }
         }
         Ok(cur)
@@ -369,7 +359,7 @@ impl Extractor<'_> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Err(self.hostile(raw, "the hard link's target is not in the layer"))
             }
-            Err(e) => Err(Error::io(&source, e)),
+            Err(e) => Err(Error::io("inspect", &source, e)),
         }
     }
 
@@ -381,7 +371,7 @@ impl Extractor<'_> {
         self.extracted.skipped_devices.push(relative);
         match mknod(&path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)) {
             Ok(()) | Err(nix::errno::Errno::EPERM) => {}
-            Err(e) => return Err(Error::io(&path, e.into())),
+            Err(e) => return Err(Error::io("create", &path, e.into())),
         }
         self.skipped.insert(path);
         Ok(())
@@ -391,31 +381,32 @@ impl Extractor<'_> {
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-                    .map_err(|e| Error::io(path, e.into()))
+                    .map_err(|e| Error::io("create", path, e.into()))
             }
             // The same layer made a folder of that name: it replaces the lower one.
             Ok(md) if md.is_dir() => self.set_opaque(path),
             // Anything else of this layer already hides the lower object.
             Ok(_) => Ok(()),
-            Err(e) => Err(Error::io(path, e)),
+            Err(e) => Err(Error::io("inspect", path, e)),
         }
     }
 
     fn mkdir(path: &Path) -> Result<()> {
-        fs::create_dir(path).map_err(|e| Error::io(path, e))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(path, e))
+        fs::create_dir(path).map_err(|e| Error::io("create", path, e))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("set the mode of", path, e))
     }
 
     /// Removes what is at `path` (a folder with its contents), never following symlinks.
     fn remove(&mut self, path: &Path) -> Result<()> {
-        let md = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        let md = fs::symlink_metadata(path).map_err(|e| Error::io("inspect", path, e))?;
         if md.is_dir() {
             // Folders of this layer get their final modes only at the end, so they are
             // still writable here; what was planned for them goes with them.
             self.dirs.retain(|dir, _| !dir.starts_with(path));
-            fs::remove_dir_all(path).map_err(|e| Error::io(path, e))
+            fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))
         } else {
-            fs::remove_file(path).map_err(|e| Error::io(path, e))
+            fs::remove_file(path).map_err(|e| Error::io("remove", path, e))
         }
     }
 
@@ -423,11 +414,12 @@ impl Extractor<'_> {
     /// setuid bits and file capabilities.
     fn apply(&self, path: &Path, meta: &Meta, is_symlink: bool) -> Result<()> {
         if self.privileged {
-            lchown(path, Some(meta.uid), Some(meta.gid)).map_err(|e| Error::io(path, e))?;
+            lchown(path, Some(meta.uid), Some(meta.gid))
+                .map_err(|e| Error::io("change the owner of", path, e))?;
         }
         if !is_symlink {
             fs::set_permissions(path, fs::Permissions::from_mode(meta.mode))
-                .map_err(|e| Error::io(path, e))?;
+                .map_err(|e| Error::io("set the mode of", path, e))?;
         }
         for (name, value) in &meta.xattrs {
             match xattr::set(path, name, value) {
@@ -436,7 +428,7 @@ impl Extractor<'_> {
                 // closed to us: the script sees the file without it.
                 Err(e) if e.raw_os_error() == Some(nix::libc::EOPNOTSUPP) => {}
                 Err(_) if !self.privileged => {}
-                Err(e) => return Err(Error::io(path, e)),
+                Err(e) => return Err(Error::io("set an extended attribute of", path, e)),
             }
         }
         let time = TimeSpec::new(meta.mtime, 0);
@@ -447,7 +439,7 @@ impl Extractor<'_> {
             &time,
             UtimensatFlags::NoFollowSymlink,
         )
-        .map_err(|e| Error::io(path, e.into()))
+        .map_err(|e| Error::io("set the time of", path, e.into()))
     }
 
     /// Applies the folders' metadata, children before their parents.

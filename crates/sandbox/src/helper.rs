@@ -8,8 +8,9 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use buildimage_layer::Cancel;
 
 use nix::mount::MsFlags;
 use nix::sched::{CloneFlags, unshare};
@@ -43,13 +44,13 @@ fn run() -> Result<Report, Report> {
     if getppid().as_raw() != req.parent {
         return Err(Report::Interrupted);
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Cancel::new();
     for sig in [
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
+        signal_hook::flag::register(sig, Arc::clone(stop.flag()))
             .map_err(|e| Report::failed("install signal handlers", e))?;
     }
 
@@ -202,7 +203,7 @@ fn ensure_dir(root: &Path, rel: &str, made: &mut Vec<MountPoint>) -> Result<(), 
     }
 }
 
-fn prepare_and_run(req: &HelperRequest, root: &Path, stop: &AtomicBool) -> Result<Report, Report> {
+fn prepare_and_run(req: &HelperRequest, root: &Path, stop: &Cancel) -> Result<Report, Report> {
     let mut points = Vec::new();
     let prepared = (|| {
         for rel in ["dev", "proc", "sys"] {
@@ -253,7 +254,7 @@ fn prepare_and_run(req: &HelperRequest, root: &Path, stop: &AtomicBool) -> Resul
 
 /// Starts the init process (PID 1 of the new PID namespace), waits for it and says how the
 /// script ended.
-fn run_init(req: &HelperRequest, root: &Path, stop: &AtomicBool) -> Result<Report, Report> {
+fn run_init(req: &HelperRequest, root: &Path, stop: &Cancel) -> Result<Report, Report> {
     let mut child = Command::new("/proc/self/exe")
         .arg0(SANDBOX_COMMAND)
         .args([SANDBOX_COMMAND, INIT_ROLE])
@@ -296,7 +297,7 @@ fn run_init(req: &HelperRequest, root: &Path, stop: &AtomicBool) -> Result<Repor
 
 /// Waits for `child`; on a signal kills it (SIGKILL to PID 1 ends every process of the
 /// namespace) and returns `None`.
-fn wait(child: &mut Child, stop: &AtomicBool) -> Result<Option<std::process::ExitStatus>, Report> {
+fn wait(child: &mut Child, stop: &Cancel) -> Result<Option<std::process::ExitStatus>, Report> {
     loop {
         if let Some(status) = child
             .try_wait()
@@ -304,7 +305,7 @@ fn wait(child: &mut Child, stop: &AtomicBool) -> Result<Option<std::process::Exi
         {
             return Ok(Some(status));
         }
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_cancelled() {
             child.kill().ok();
             child
                 .wait()

@@ -1,5 +1,6 @@
-//! Runs `runAsRoot` scripts without a virtual machine: Linux namespaces, an overlay of the
-//! image's layers, and a chroot.
+//! Runs build scripts: `runAsRoot` without a virtual machine (Linux namespaces, an overlay
+//! of the image's layers, and a chroot), and `extraCommands` as the invoking user
+//! ([`run_script`]).
 //!
 //! nixpkgs runs `runAsRoot` as root in a QEMU machine. This crate gives the script the same
 //! world with kernel features only: a root file system made of the base layers
@@ -18,6 +19,7 @@
 //! use std::path::{Path, PathBuf};
 //! use std::process::ExitCode;
 //!
+//! use buildimage_layer::Cancel;
 //! use buildimage_sandbox::{RootRun, SANDBOX_COMMAND, extract_layer, run_as_root, sandbox_main};
 //!
 //! fn main() -> ExitCode {
@@ -36,7 +38,7 @@
 //!         shell: None,
 //!         store: Some(PathBuf::from("/nix/store")),
 //!     };
-//!     match run_as_root(&run, Path::new("/proc/self/exe")) {
+//!     match run_as_root(&run, Path::new("/proc/self/exe"), &Cancel::new()) {
 //!         Ok(()) => ExitCode::SUCCESS, // upper/data/hello now exists
 //!         Err(e) => {
 //!             eprintln!("error: {e}");
@@ -79,7 +81,7 @@
 //!   process; the helper dies with its caller and the init process with the helper
 //!   (parent-death signals), and the kernel kills every process of the PID namespace when
 //!   its PID 1 ends. A SIGINT or SIGTERM to the caller therefore leaves nothing mounted and
-//!   nothing running; see [`run_as_root_interruptible`] for callers that catch them.
+//!   nothing running; callers that catch them pass a [`Cancel`] to [`run_as_root`].
 //! - The tree is entered with `pivot_root` and the host's root is detached, so no host path
 //!   is reachable. `/dev` is a fresh tmpfs with `null`, `zero`, `full`, `random`, `urandom`
 //!   and `tty` bound from the host, not the host's `/dev`; `/sys` is a fresh read-only
@@ -93,6 +95,7 @@ mod helper;
 mod init;
 mod mounts;
 mod protocol;
+mod script;
 
 use std::ffi::OsString;
 use std::fs;
@@ -100,15 +103,17 @@ use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, getegid, geteuid};
 use serde::{Deserialize, Serialize};
 
+use buildimage_layer::{Cancel, ScratchDir};
+
 pub use error::{Error, Result};
 pub use extract::{Extracted, extract_layer};
+pub use script::run_script;
 
 use crate::protocol::{HelperRequest, Report};
 
@@ -169,15 +174,11 @@ pub fn sandbox_main(args: &[OsString]) -> ExitCode {
 /// it. `self_exe` is a binary whose `main` dispatches [`SANDBOX_COMMAND`] to
 /// [`sandbox_main`]; `/proc/self/exe` names the running one.
 ///
-/// The script's standard output and standard error both go to our standard error.
-pub fn run_as_root(req: &RootRun, self_exe: &Path) -> Result<()> {
-    run_as_root_interruptible(req, self_exe, &AtomicBool::new(false))
-}
-
-/// [`run_as_root`] for a caller that catches SIGINT and SIGTERM itself: when `stop` turns
-/// true, the sandbox is torn down (every process killed, everything unmounted) and
-/// [`Error::Interrupted`] returned.
-pub fn run_as_root_interruptible(req: &RootRun, self_exe: &Path, stop: &AtomicBool) -> Result<()> {
+/// The script's standard output and standard error both go to our standard error. When
+/// `cancel` is set (a caller that catches SIGINT and SIGTERM sets it), the sandbox is torn
+/// down, every process killed and everything unmounted, and [`Error::Interrupted`]
+/// returned.
+pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<()> {
     if req.script.len() > MAX_SCRIPT {
         return Err(Error::ScriptTooLong {
             len: req.script.len(),
@@ -186,12 +187,14 @@ pub fn run_as_root_interruptible(req: &RootRun, self_exe: &Path, stop: &AtomicBo
     }
     let dir = |path: &Path, what: &'static str| -> Result<PathBuf> {
         match fs::metadata(path) {
-            Ok(md) if md.is_dir() => fs::canonicalize(path).map_err(|e| Error::io(path, e)),
+            Ok(md) if md.is_dir() => {
+                fs::canonicalize(path).map_err(|e| Error::io("resolve", path, e))
+            }
             Ok(_) => Err(Error::BadRequest {
                 path: path.to_owned(),
                 reason: what,
             }),
-            Err(e) => Err(Error::io(path, e)),
+            Err(e) => Err(Error::io("inspect", path, e)),
         }
     };
     let mut run = req.clone();
@@ -204,14 +207,14 @@ pub fn run_as_root_interruptible(req: &RootRun, self_exe: &Path, stop: &AtomicBo
     if let Some(store) = &req.store {
         run.store = Some(dir(store, "the store is not a folder")?);
     }
-    fs::create_dir_all(&req.work).map_err(|e| Error::io(&req.work, e))?;
-    let scratch = Scratch::new(&req.work)?;
-    scratch.fill(&run)?;
+    fs::create_dir_all(&req.work).map_err(|e| Error::io("create", &req.work, e))?;
+    let scratch = ScratchDir::new_in(&req.work, ".sandbox-")?;
+    fill(&scratch, &run)?;
     let unprivileged = !geteuid().is_root();
 
     let request = HelperRequest {
         run,
-        scratch: scratch.path.clone(),
+        scratch: scratch.path().to_owned(),
         parent: i32::try_from(std::process::id()).unwrap_or(0),
     };
     let mut child = Command::new(self_exe)
@@ -228,15 +231,16 @@ pub fn run_as_root_interruptible(req: &RootRun, self_exe: &Path, stop: &AtomicBo
         // A helper that died at once is reported below, from its exit status.
         serde_json::to_writer(&mut stdin, &request).ok();
     }
-    let (status, stopped) = wait_helper(&mut child, stop).map_err(|e| Error::io(self_exe, e))?;
+    let (status, stopped) =
+        wait_helper(&mut child, cancel).map_err(|e| Error::io("wait for", self_exe, e))?;
     let mut text = Vec::new();
     if let Some(mut out) = child.stdout.take() {
         out.read_to_end(&mut text)
-            .map_err(|e| Error::io(self_exe, e))?;
+            .map_err(|e| Error::io("read the report of", self_exe, e))?;
     }
-    let removed = scratch.remove();
+    let removed = scratch.remove().map_err(Error::from);
     if stopped {
-        return Err(Error::Interrupted);
+        return Err(buildimage_layer::Interrupted.into());
     }
     let Ok(report) = serde_json::from_slice::<Report>(&text) else {
         return Err(Error::Helper {
@@ -253,7 +257,7 @@ pub fn run_as_root_interruptible(req: &RootRun, self_exe: &Path, stop: &AtomicBo
             });
         }
         Report::Signaled(signal) => return Err(Error::ScriptKilled { signal }),
-        Report::Interrupted => return Err(Error::Interrupted),
+        Report::Interrupted => return Err(buildimage_layer::Interrupted.into()),
         Report::NoShell => return Err(Error::NoShell),
         Report::ShellNotFound(shell) => return Err(Error::ShellNotFound { shell }),
         Report::UserNamespace(message) => return Err(Error::UserNamespace { message }),
@@ -266,7 +270,7 @@ pub fn run_as_root_interruptible(req: &RootRun, self_exe: &Path, stop: &AtomicBo
 /// when it takes longer than [`STOP_GRACE`]. Returns its status and whether it was stopped.
 fn wait_helper(
     child: &mut std::process::Child,
-    stop: &AtomicBool,
+    stop: &Cancel,
 ) -> std::io::Result<(ExitStatus, bool)> {
     let mut asked: Option<Instant> = None;
     loop {
@@ -274,7 +278,7 @@ fn wait_helper(
             return Ok((status, asked.is_some()));
         }
         match asked {
-            None if stop.load(Ordering::SeqCst) => {
+            None if stop.is_cancelled() => {
                 let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
                 kill(pid, Signal::SIGTERM).ok();
                 asked = Some(Instant::now());
@@ -320,67 +324,25 @@ fn needs_userxattr() -> bool {
     !geteuid().is_root() || in_user_namespace()
 }
 
-/// The scratch folder of one run inside [`RootRun::work`].
-struct Scratch {
-    path: PathBuf,
-    removed: bool,
-}
-
-impl Scratch {
-    fn new(work: &Path) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix(".sandbox-")
-            .tempdir_in(work)
-            .map_err(|e| Error::io(work, e))?;
-        Ok(Scratch {
-            path: dir.keep(),
-            removed: false,
-        })
+/// Fills the scratch folder of one run: `root` (the mount point), `ovl` (overlay's work
+/// folder), and symlinks `upper` and `lower/N` to the request's folders.
+fn fill(scratch: &ScratchDir, run: &RootRun) -> Result<()> {
+    let mkdir = |name: &str| {
+        let path = scratch.join(name);
+        fs::create_dir(&path).map_err(|e| Error::io("create", &path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("set the mode of", &path, e))
+    };
+    mkdir("root")?;
+    mkdir("ovl")?;
+    mkdir("lower")?;
+    let link = |target: &Path, name: &str| {
+        let path = scratch.join(name);
+        symlink(target, &path).map_err(|e| Error::io("create", &path, e))
+    };
+    link(&run.upper, "upper")?;
+    for (i, lower) in run.lower.iter().enumerate() {
+        link(lower, &format!("lower/{i}"))?;
     }
-
-    /// `root` (the mount point), `ovl` (overlay's work folder), and symlinks `upper` and
-    /// `lower/N` to the request's folders.
-    fn fill(&self, run: &RootRun) -> Result<()> {
-        let mkdir = |name: &str| {
-            let path = self.path.join(name);
-            fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                .map_err(|e| Error::io(&path, e))
-        };
-        mkdir("root")?;
-        mkdir("ovl")?;
-        mkdir("lower")?;
-        let link = |target: &Path, name: &str| {
-            let path = self.path.join(name);
-            symlink(target, &path).map_err(|e| Error::io(&path, e))
-        };
-        link(&run.upper, "upper")?;
-        for (i, lower) in run.lower.iter().enumerate() {
-            link(lower, &format!("lower/{i}"))?;
-        }
-        Ok(())
-    }
-
-    fn remove(mut self) -> Result<()> {
-        self.removed = true;
-        remove_all(&self.path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !self.removed {
-            remove_all(&self.path).ok();
-        }
-    }
-}
-
-/// Removes a folder tree, first making its folders accessible (overlayfs leaves its work
-/// folder with mode 0000). Symlinks are never followed.
-fn remove_all(path: &Path) -> Result<()> {
-    buildimage_layer::stage::remove_tree(path).map_err(|e| match e {
-        // Keep what the system said, and the object it said it about.
-        buildimage_layer::Error::Io { path, source } => Error::io(&path, source),
-        other => Error::io(path, std::io::Error::other(other)),
-    })
+    Ok(())
 }

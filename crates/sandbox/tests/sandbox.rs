@@ -7,13 +7,12 @@ use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use buildimage_layer::{Entry, EntryKind, LayerWriter, Owner, Tree, UpperOptions, Warnings};
-use buildimage_sandbox::{
-    Error, RootRun, extract_layer, host_root_ids, run_as_root, run_as_root_interruptible,
+use buildimage_layer::{
+    Cancel, Entry, EntryKind, LayerWriter, Owner, Tree, UpperOptions, Warnings,
 };
+use buildimage_sandbox::{Error, RootRun, extract_layer, host_root_ids, run_as_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_buildimage-sandbox-test");
 
@@ -194,7 +193,7 @@ impl Sandbox {
 
     /// Runs `req` and checks that nothing stays behind, whatever the outcome.
     fn run(&self, req: &RootRun) -> Result<(), Error> {
-        let result = run_as_root(req, Path::new(BIN));
+        let result = run_as_root(req, Path::new(BIN), &Cancel::new());
         self.assert_clean(&req.work);
         result
     }
@@ -379,7 +378,7 @@ fn a_failing_script_reports_its_status_and_its_output_goes_to_stderr() {
     );
     assert_eq!(
         err.to_string(),
-        "The runAsRoot script failed with exit status 3"
+        "The script failed with exit status 3 (its error output is above)"
     );
 
     // Through a caller process, to see its streams.
@@ -452,7 +451,7 @@ fn a_store_shell_runs_the_script_and_joins_the_path() {
     assert!(matches!(err, Error::NoShell), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "The image has no /bin/sh; set runAsRootShell"
+        "The image has no /bin/sh to run the script with, and no other shell was named"
     );
 
     let mut req = sb.request("true");
@@ -464,7 +463,7 @@ fn a_store_shell_runs_the_script_and_joins_the_path() {
     );
     assert_eq!(
         err.to_string(),
-        "Key `runAsRootShell`: /bin/bash is neither in the image nor in the store"
+        "The shell /bin/bash is neither in the image nor in the store"
     );
 
     let mut req = sb.request("echo \"$PATH\" > /path");
@@ -570,14 +569,14 @@ fn a_stop_request_tears_the_sandbox_down() {
     let mut sb = Sandbox::busybox();
     let marker = format!("stop-{}", std::process::id());
     let req = sb.request(&hanging(&marker));
-    let stop = AtomicBool::new(false);
+    let stop = Cancel::new();
     let result = std::thread::scope(|s| {
-        let run = s.spawn(|| run_as_root_interruptible(&req, Path::new(BIN), &stop));
+        let run = s.spawn(|| run_as_root(&req, Path::new(BIN), &stop));
         wait_for("the script to start", || req.upper.join("started").exists());
-        stop.store(true, Ordering::SeqCst);
+        stop.cancel();
         run.join().unwrap()
     });
-    assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+    assert!(matches!(result, Err(Error::Interrupted(_))), "{result:?}");
     assert!(!running(&marker), "the script survived");
     sb.assert_clean(&req.work);
 }

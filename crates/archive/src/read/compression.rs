@@ -4,7 +4,7 @@ use std::io::{self, BufReader, Read};
 
 use flate2::read::MultiGzDecoder;
 
-use super::tarfile::is_tar_start;
+use buildimage_layer::read::is_tar_start;
 
 /// How a stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,15 +5,11 @@ use std::ops::Bound;
 use std::path::Path;
 
 use super::names::{clean, show};
-use super::tarfile::{self, FileSource, TarReader};
-use buildimage_layer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use buildimage_layer::overlay::{self, Marker};
+use buildimage_layer::read::{self as tarfile, FileSource, TarReader};
 
 use crate::error::{Error, Result};
 
-/// Prefix of an OCI/AUFS whiteout file: `.wh.NAME` deletes `NAME` from the lower layers.
-/// Prefix of AUFS metadata (`.wh..wh.plnk`, …), never a file of the image.
-const WHITEOUT_META: &[u8] = b".wh..wh.";
-/// The opaque-directory marker: its folder hides everything the lower layers had in it.
 /// Mode of a folder that a layer implies (a member `a/b` without a member `a/`): Docker
 /// creates such folders with 0755 when it applies the layer.
 const IMPLIED_DIR_MODE: u32 = 0o755;
@@ -216,7 +212,7 @@ fn implied_dir() -> Node {
 /// `name_bytes` counts the bytes of names read, over all layers.
 fn read_changes(file: &Path, layer: &str, name_bytes: &mut u64) -> Result<LayerChanges> {
     let read_err = |source: std::io::Error| super::layer_error(layer, source);
-    let src = FileSource::new(fs_err::File::open(file).map_err(read_err)?).map_err(read_err)?;
+    let src = FileSource::new(std::fs::File::open(file).map_err(read_err)?).map_err(read_err)?;
     // Go's reader, like docker's, accepts a layer without end-of-archive blocks.
     let mut tar = TarReader::new(src, false);
     let mut changes = LayerChanges::default();
@@ -246,16 +242,14 @@ fn read_changes(file: &Path, layer: &str, name_bytes: &mut u64) -> Result<LayerC
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&path[..0], &path[..]),
         };
-        if base == OPAQUE_MARKER {
-            changes.opaque.push(parent.to_vec());
-            changes.parents.push(path.clone());
-            continue;
-        }
-        if base.starts_with(WHITEOUT_META) {
-            continue;
-        }
-        if let Some(name) = base.strip_prefix(WHITEOUT_PREFIX) {
-            if !matches!(name, b"" | b"." | b"..") {
+        match overlay::classify(base) {
+            Marker::Opaque => {
+                changes.opaque.push(parent.to_vec());
+                changes.parents.push(path.clone());
+                continue;
+            }
+            Marker::Metadata | Marker::BadWhiteout => continue,
+            Marker::Whiteout(name) => {
                 let mut target = parent.to_vec();
                 if !target.is_empty() {
                     target.push(b'/');
@@ -263,15 +257,18 @@ fn read_changes(file: &Path, layer: &str, name_bytes: &mut u64) -> Result<LayerC
                 target.extend_from_slice(name);
                 changes.whiteouts.push(target);
                 changes.parents.push(path.clone());
+                continue;
             }
-            continue;
+            Marker::Plain => {}
         }
         let kind = match member.kind {
             tarfile::Kind::Dir => Kind::Dir,
             tarfile::Kind::File => Kind::File,
             tarfile::Kind::Symlink => Kind::Symlink,
             tarfile::Kind::HardLink => Kind::HardLink,
-            tarfile::Kind::Other => Kind::Other,
+            tarfile::Kind::CharDevice { .. }
+            | tarfile::Kind::BlockDevice { .. }
+            | tarfile::Kind::Fifo => Kind::Other,
             // Docker refuses to apply such members; they are no paths of the image.
             tarfile::Kind::Unknown => continue,
         };

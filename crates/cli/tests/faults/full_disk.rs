@@ -110,7 +110,7 @@ fn full_tmpdir_fails_staging_for_extra_commands_and_leaves_nothing() {
     // The path named is the file being copied (`stage::materialize` reports the source of
     // a failed copy, whichever side failed), not the staging folder.
     assert!(
-        error.contains("Staging the layer for `extraCommands` failed") && error.contains(ENOSPC),
+        error.contains("Key `extraCommands`: Staging the layer failed") && error.contains(ENOSPC),
         "the error says staging failed and why: {error}"
     );
 }
@@ -126,7 +126,7 @@ fn extra_commands_that_fill_tmpdir_fail_and_leave_nothing() {
     });
     let error = fails_with_tmpdir_of(&scratch, &spec, DISK);
     assert!(
-        error.contains("`extraCommands` failed with exit status"),
+        error.contains("Key `extraCommands`: The script failed with exit status 1"),
         "{error}"
     );
 }
@@ -174,7 +174,8 @@ fn full_tmpdir_fails_staging_for_run_as_root_and_leaves_nothing() {
     });
     let error = fails_with_tmpdir_of(&scratch, &spec, DISK);
     assert!(
-        error.contains("Staging copyToRoot for `runAsRoot` failed") && error.contains(ENOSPC),
+        error.contains("Key `runAsRoot`: Staging the copied folders failed")
+            && error.contains(ENOSPC),
         "the error says staging failed and why: {error}"
     );
 }
@@ -209,7 +210,7 @@ fn full_tmpdir_fails_extracting_base_layers_for_run_as_root_and_leaves_nothing()
     // extracting its layer as the overlay's lower folder runs out of space.
     let error = fails_with_tmpdir_of(&scratch, &spec, "8m");
     assert!(
-        error.contains("Key `fromImage`: cannot extract layer") && error.contains(ENOSPC),
+        error.contains("Key `fromImage`: Cannot extract layer") && error.contains(ENOSPC),
         "the error names the key, the layer and the cause: {error}"
     );
 }

@@ -91,7 +91,8 @@ fn an_ordinary_user_is_told_that_run_as_root_cannot_give_files_away() {
     );
     assert!(!output.status.success(), "the chown must fail:\n{stderr}");
     assert!(
-        stderr.contains("can only own files as root") && stderr.contains("runAsRoot"),
+        stderr.contains("Key `runAsRoot`: The script failed")
+            && stderr.contains("files can only be owned by root"),
         "the error says why:\n{stderr}"
     );
     assert!(!case.join("chown.tar").exists(), "no output");

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
+use buildimage_layer::Cancel;
 use buildimage_sandbox::{RootRun, SANDBOX_COMMAND, run_as_root, sandbox_main};
 
 fn main() -> ExitCode {
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        return match run_as_root(&req, Path::new("/proc/self/exe")) {
+        return match run_as_root(&req, Path::new("/proc/self/exe"), &Cancel::new()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -1,4 +1,5 @@
-//! A streaming tar reader with bounded memory, for archives nobody vouches for.
+//! A streaming tar reader with bounded memory, for archives nobody vouches for: base image
+//! archives, their layers, and the layers the sandbox extracts.
 //!
 //! Headers are decoded by the `tar` crate's [`tar::Header`]; the framing (long names, PAX
 //! records, sparse headers, padding) is done here because `tar::Archive` reads GNU long
@@ -7,20 +8,42 @@
 //! [`MAX_EXTENSION`] bytes, and member data is never held in memory.
 //!
 //! The rules follow Go's `archive/tar`, which `docker load`, skopeo and podman use: PAX
-//! `path`, `linkpath` and `size` override the header, GNU `L`/`K` records set the names,
-//! global PAX headers are ignored, and header-only types (links, devices, directories,
-//! fifos) have no data whatever their size field says.
+//! `path`, `linkpath`, `size`, `uid`, `gid` and `mtime` override the header, GNU `L`/`K`
+//! records set the names, global PAX headers are ignored, and header-only types (links,
+//! devices, directories, fifos) have no data whatever their size field says. Old GNU
+//! sparse members (type `S`) read as the whole file, holes as zeros.
+//!
+//! ```
+//! use buildimage_layer::read::{Kind, Stream, TarReader};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut builder = tar::Builder::new(Vec::new());
+//! let mut header = tar::Header::new_gnu();
+//! header.set_size(5);
+//! header.set_mode(0o644);
+//! builder.append_data(&mut header, "hello", &b"world"[..])?;
+//! let bytes = builder.into_inner()?;
+//!
+//! let mut reader = TarReader::new(Stream(&bytes[..]), true);
+//! let member = reader.next_member()?.expect("one member");
+//! assert_eq!((member.name.as_slice(), member.kind, member.size), (&b"hello"[..], Kind::File, 5));
+//! let mut data = Vec::new();
+//! std::io::copy(&mut reader, &mut data)?;
+//! assert_eq!(data, b"world");
+//! assert!(reader.next_member()?.is_none());
+//! # Ok(())
+//! # }
+//! ```
 
 use std::io::{self, BufRead, BufReader, Read};
 
 use tar::Header;
 
-/// Size of a tar block.
-use buildimage_layer::BLOCK;
+use crate::header::BLOCK;
 
 /// The largest GNU long-name record or PAX header accepted. Linux paths are at most 4 KiB;
 /// real PAX headers (with xattrs) stay well below this.
-pub(crate) const MAX_EXTENSION: u64 = 1 << 20;
+pub const MAX_EXTENSION: u64 = 1 << 20;
 
 /// The largest member size accepted: Go's reader keeps sizes in an `int64` and refuses
 /// larger ones, and so does this one, so that no size arithmetic can overflow.
@@ -32,14 +55,17 @@ const MAX_SPARSE_BLOCKS: u32 = 65_536;
 /// Offset of the `isextended` flag in a GNU sparse extension block (21 extents of 24 bytes).
 const EXT_ISEXTENDED: usize = 504;
 
+/// The PAX record prefix GNU tar and Docker use for extended attributes.
+const PAX_XATTR: &[u8] = b"SCHILY.xattr.";
+
 /// A byte source that can also skip forward cheaply.
-pub(crate) trait Source: Read {
+pub trait Source: Read {
     /// Skips `n` bytes; fewer than `n` left is an [`io::ErrorKind::UnexpectedEof`] error.
     fn skip(&mut self, n: u64) -> io::Result<()>;
 }
 
 /// A plain stream: skipping reads and discards.
-pub(crate) struct Stream<R>(pub R);
+pub struct Stream<R>(pub R);
 
 impl<R: Read> Read for Stream<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -59,15 +85,15 @@ impl<R: Read> Source for Stream<R> {
 
 /// A file of known length: skipping seeks, and seeking past the end is an error (a seek
 /// alone would not notice that the file ends early).
-pub(crate) struct FileSource {
-    file: BufReader<fs_err::File>,
+pub struct FileSource {
+    file: BufReader<std::fs::File>,
     pos: u64,
     len: u64,
 }
 
 impl FileSource {
     /// Reads `file` from its start.
-    pub(crate) fn new(file: fs_err::File) -> io::Result<Self> {
+    pub fn new(file: std::fs::File) -> io::Result<Self> {
         let len = file.metadata()?.len();
         Ok(FileSource {
             file: BufReader::with_capacity(1 << 16, file),
@@ -100,7 +126,7 @@ impl Source for FileSource {
 
 /// What a member is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// Regular file (also contiguous and GNU sparse files).
     File,
     /// Directory.
@@ -109,15 +135,39 @@ pub(crate) enum Kind {
     Symlink,
     /// Hard link to an earlier member.
     HardLink,
-    /// Device or fifo.
-    Other,
+    /// Character device.
+    CharDevice {
+        /// Device major number.
+        major: u32,
+        /// Device minor number.
+        minor: u32,
+    },
+    /// Block device.
+    BlockDevice {
+        /// Device major number.
+        major: u32,
+        /// Device minor number.
+        minor: u32,
+    },
+    /// Named pipe.
+    Fifo,
     /// A type this reader does not know (GNU volume labels, dump directories, …).
     Unknown,
 }
 
+impl Kind {
+    /// Whether the member is a device node or a fifo.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::CharDevice { .. } | Kind::BlockDevice { .. } | Kind::Fifo
+        )
+    }
+}
+
 /// One member's header, extensions applied.
-#[derive(Debug, Clone)]
-pub(crate) struct Member {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
     /// The raw name, as stored.
     pub name: Vec<u8>,
     /// The raw link target (symlinks and hard links), else empty.
@@ -126,6 +176,16 @@ pub(crate) struct Member {
     pub kind: Kind,
     /// Permission bits, `0o7777` at most.
     pub mode: u32,
+    /// Numeric owner.
+    pub uid: u64,
+    /// Numeric group.
+    pub gid: u64,
+    /// Modification time, whole seconds since the epoch.
+    pub mtime: i64,
+    /// Extended attributes (`SCHILY.xattr.NAME` PAX records), in the order given.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// The bytes reading the member yields (for a sparse file, its whole length).
+    pub size: u64,
 }
 
 /// PAX overrides for the next member.
@@ -134,15 +194,32 @@ struct Pax {
     path: Option<Vec<u8>>,
     linkpath: Option<Vec<u8>>,
     size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<i64>,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// The data extents of an old GNU sparse member: (offset in the file, length), in order.
+struct Sparse {
+    extents: Vec<(u64, u64)>,
+    /// The next extent to read.
+    next: usize,
+    /// Position in the whole file.
+    pos: u64,
+    /// The whole file's length.
+    real_size: u64,
 }
 
 /// Reads members one after the other; data not copied out is skipped.
-pub(crate) struct TarReader<S> {
+pub struct TarReader<S> {
     src: S,
-    /// Data bytes of the current member not read yet.
+    /// Data bytes of the current member not read yet, as stored.
     remaining: u64,
     /// Padding after the current member's data.
     pad: u64,
+    /// How the stored bytes spread over the file, for a sparse member.
+    sparse: Option<Sparse>,
     /// Whether a stream that ends without an end-of-archive block is an error.
     strict_end: bool,
     done: bool,
@@ -151,11 +228,12 @@ pub(crate) struct TarReader<S> {
 impl<S: Source> TarReader<S> {
     /// Reads from `src`. With `strict_end`, the archive must end with a zero block, so an
     /// archive cut off between two members counts as truncated.
-    pub(crate) fn new(src: S, strict_end: bool) -> Self {
+    pub fn new(src: S, strict_end: bool) -> Self {
         TarReader {
             src,
             remaining: 0,
             pad: 0,
+            sparse: None,
             strict_end,
             done: false,
         }
@@ -163,12 +241,12 @@ impl<S: Source> TarReader<S> {
 
     /// The source, positioned after the end-of-archive block once [`Self::next_member`] returned
     /// `None`.
-    pub(crate) fn into_inner(self) -> S {
+    pub fn into_inner(self) -> S {
         self.src
     }
 
     /// The next member, or `None` at the end of the archive.
-    pub(crate) fn next_member(&mut self) -> io::Result<Option<Member>> {
+    pub fn next_member(&mut self) -> io::Result<Option<Member>> {
         if self.done {
             return Ok(None);
         }
@@ -177,6 +255,7 @@ impl<S: Source> TarReader<S> {
         self.src.skip(self.pad)?;
         self.remaining = 0;
         self.pad = 0;
+        self.sparse = None;
 
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
@@ -233,30 +312,75 @@ impl<S: Source> TarReader<S> {
                 .or(long_link)
                 .or_else(|| header.link_name_bytes().map(std::borrow::Cow::into_owned))
                 .unwrap_or_default();
-            let mode = header.mode().map_err(|e| invalid(&e.to_string()))? & 0o7777;
-            let (kind, header_only) = match header.as_bytes()[156] {
+            let bytes = header.as_bytes();
+            let field = |what: &str, range: std::ops::Range<usize>| {
+                parse_numeric(&bytes[range])
+                    .ok_or_else(|| invalid(&format!("unreadable {what} field")))
+            };
+            let mode = (field("mode", 100..108)? & 0o7777) as u32;
+            let uid = match pax.uid {
+                Some(uid) => uid,
+                None => field("uid", 108..116)?,
+            };
+            let gid = match pax.gid {
+                Some(gid) => gid,
+                None => field("gid", 116..124)?,
+            };
+            let mtime = match pax.mtime {
+                Some(mtime) => mtime,
+                None => i64::try_from(field("mtime", 136..148)?)
+                    .map_err(|_| invalid("unreadable mtime field"))?,
+            };
+            let device = || -> io::Result<(u32, u32)> {
+                let number = |what: &str, range| {
+                    u32::try_from(field(what, range)?)
+                        .map_err(|_| invalid(&format!("unreadable {what} field")))
+                };
+                Ok((
+                    number("device major", 329..337)?,
+                    number("device minor", 337..345)?,
+                ))
+            };
+            let typeflag = header.as_bytes()[156];
+            let (kind, header_only) = match typeflag {
                 b'0' | 0 | b'7' | b'S' => (Kind::File, false),
                 b'5' => (Kind::Dir, true),
                 b'2' => (Kind::Symlink, true),
                 b'1' => (Kind::HardLink, true),
-                b'3' | b'4' | b'6' => (Kind::Other, true),
+                b'3' => {
+                    let (major, minor) = device()?;
+                    (Kind::CharDevice { major, minor }, true)
+                }
+                b'4' => {
+                    let (major, minor) = device()?;
+                    (Kind::BlockDevice { major, minor }, true)
+                }
+                b'6' => (Kind::Fifo, true),
                 _ => (Kind::Unknown, false),
             };
-            if header.as_bytes()[156] == b'S' {
-                self.skip_sparse_blocks(&header)?;
-            }
-            let size = if header_only {
+            let stored = if header_only {
                 0
             } else {
                 pax.size.unwrap_or(stored)
             };
-            self.remaining = size;
-            self.pad = padding(size);
+            let mut size = stored;
+            if typeflag == b'S' {
+                let sparse = self.sparse_map(&header, stored)?;
+                size = sparse.real_size;
+                self.sparse = Some(sparse);
+            }
+            self.remaining = stored;
+            self.pad = padding(stored);
             return Ok(Some(Member {
                 name,
                 link,
                 kind,
                 mode,
+                uid,
+                gid,
+                mtime,
+                xattrs: pax.xattrs,
+                size,
             }));
         }
     }
@@ -279,32 +403,67 @@ impl<S: Source> TarReader<S> {
         self.src.skip(padding(size))
     }
 
-    /// Old GNU sparse files may continue their extent list in extra blocks after the header.
-    fn skip_sparse_blocks(&mut self, header: &Header) -> io::Result<()> {
+    /// The extents of an old GNU sparse member: four in the header, 21 in each extension
+    /// block that follows it while the `isextended` flag is set. They must lie in order,
+    /// inside the file, and add up to the `stored` bytes.
+    fn sparse_map(&mut self, header: &Header, stored: u64) -> io::Result<Sparse> {
+        let bad = || invalid("malformed sparse map");
         let Some(gnu) = header.as_gnu() else {
-            return Ok(());
+            return Err(bad());
         };
+        let real_size = gnu.real_size().map_err(|_| bad())?;
+        let mut extents = Vec::new();
+        let mut push = |block: &tar::GnuSparseHeader| -> io::Result<()> {
+            if !block.is_empty() {
+                extents.push((
+                    block.offset().map_err(|_| bad())?,
+                    block.length().map_err(|_| bad())?,
+                ));
+            }
+            Ok(())
+        };
+        for block in &gnu.sparse {
+            push(block)?;
+        }
         let mut more = gnu.is_extended();
         let mut blocks = 0;
-        let mut block = [0u8; BLOCK as usize];
         while more {
             blocks += 1;
             if blocks > MAX_SPARSE_BLOCKS {
                 return Err(invalid("too many sparse extension blocks"));
             }
-            if !read_block(&mut self.src, &mut block)? {
+            let mut ext = tar::GnuExtSparseHeader::new();
+            if !read_block(&mut self.src, ext.as_mut_bytes())? {
                 return Err(eof());
             }
-            more = block[EXT_ISEXTENDED] == 1;
+            for block in &ext.sparse {
+                push(block)?;
+            }
+            more = ext.as_bytes()[EXT_ISEXTENDED] == 1;
         }
-        Ok(())
+        let mut end = 0u64;
+        let mut total = 0u64;
+        for &(offset, len) in &extents {
+            let stop = offset.checked_add(len).ok_or_else(bad)?;
+            if offset < end || stop > real_size {
+                return Err(bad());
+            }
+            end = stop;
+            total = total.checked_add(len).ok_or_else(bad)?;
+        }
+        if total != stored || real_size > MAX_SIZE {
+            return Err(bad());
+        }
+        Ok(Sparse {
+            extents,
+            next: 0,
+            pos: 0,
+            real_size,
+        })
     }
-}
 
-/// Reading a `TarReader` reads the current member's data; data left unread is skipped by
-/// the next [`TarReader::next_member`].
-impl<S: Source> Read for TarReader<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads stored data of the current member.
+    fn read_stored(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
@@ -320,9 +479,42 @@ impl<S: Source> Read for TarReader<S> {
     }
 }
 
+/// Reading a `TarReader` reads the current member's data (a sparse file whole, holes as
+/// zeros); data left unread is skipped by the next [`TarReader::next_member`].
+impl<S: Source> Read for TarReader<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(sparse) = self.sparse.as_mut() else {
+            return self.read_stored(buf);
+        };
+        if buf.is_empty() || sparse.pos >= sparse.real_size {
+            return Ok(0);
+        }
+        let (hole_end, in_extent) = match sparse.extents.get(sparse.next) {
+            Some(&(offset, len)) if sparse.pos >= offset => (offset + len, true),
+            Some(&(offset, _)) => (offset, false),
+            None => (sparse.real_size, false),
+        };
+        let want = buf
+            .len()
+            .min(usize::try_from(hole_end - sparse.pos).unwrap_or(usize::MAX));
+        if !in_extent {
+            buf[..want].fill(0);
+            sparse.pos += want as u64;
+            return Ok(want);
+        }
+        let n = self.read_stored(&mut buf[..want])?;
+        let sparse = self.sparse.as_mut().expect("a sparse member");
+        sparse.pos += n as u64;
+        if sparse.pos == hole_end {
+            sparse.next += 1;
+        }
+        Ok(n)
+    }
+}
+
 /// Whether `block` looks like the first block of a tar archive: a header with a valid
 /// checksum, or the zero block of an empty archive.
-pub(crate) fn is_tar_start(block: &[u8]) -> bool {
+pub fn is_tar_start(block: &[u8]) -> bool {
     if block.len() < BLOCK as usize {
         return false;
     }
@@ -337,7 +529,7 @@ pub(crate) fn is_tar_start(block: &[u8]) -> bool {
 
 /// Peeks at the first bytes of `reader` without consuming them (up to `n`, fewer only at
 /// the end of the input).
-pub(crate) fn peek<R: Read>(reader: &mut BufReader<R>, n: usize) -> io::Result<Vec<u8>> {
+pub fn peek<R: Read>(reader: &mut BufReader<R>, n: usize) -> io::Result<Vec<u8>> {
     // `fill_buf` returns what one read gave, which can be short; a buffer that small is
     // only ever seen at the very end of a file, where short is right.
     let buf = reader.fill_buf()?;
@@ -345,7 +537,7 @@ pub(crate) fn peek<R: Read>(reader: &mut BufReader<R>, n: usize) -> io::Result<V
 }
 
 fn padding(size: u64) -> u64 {
-    buildimage_layer::pad_to_block(size) - size
+    crate::header::pad_to_block(size) - size
 }
 
 /// Reads one block; `false` at a clean end of input, an error if the block is partial.
@@ -383,11 +575,43 @@ fn check_sum(header: &Header) -> io::Result<()> {
     }
 }
 
+/// A numeric header field as Go's reader takes it: octal digits between optional spaces and
+/// NULs (an empty field is 0), or GNU's base-256 form (first byte 0x80, big-endian value in
+/// the rest). `None` for anything else, negative base-256 values included.
+fn parse_numeric(field: &[u8]) -> Option<u64> {
+    match field.split_first() {
+        Some((0x80, rest)) => rest.iter().try_fold(0u64, |value, &b| {
+            Some(value.checked_mul(256)? | u64::from(b))
+        }),
+        Some((first, _)) if first & 0x80 != 0 => None,
+        _ => {
+            let pad = |b: &u8| *b == b' ' || *b == 0;
+            let start = field.iter().position(|b| !pad(b)).unwrap_or(field.len());
+            let end = field.iter().rposition(|b| !pad(b)).map_or(start, |i| i + 1);
+            field[start..end]
+                .iter()
+                .try_fold(0u64, |value, &b| match b {
+                    b'0'..=b'7' => value.checked_mul(8)?.checked_add(u64::from(b - b'0')),
+                    _ => None,
+                })
+        }
+    }
+}
+
 fn cut_nul(mut bytes: Vec<u8>) -> Vec<u8> {
     if let Some(end) = bytes.iter().position(|&b| b == 0) {
         bytes.truncate(end);
     }
     bytes
+}
+
+/// A decimal PAX number; `mtime` may have a fraction, which is dropped.
+fn pax_number<T: std::str::FromStr>(value: &[u8], key: &str) -> io::Result<T> {
+    let text = std::str::from_utf8(value).ok();
+    let whole = text.map(|t| t.split_once('.').map_or(t, |(w, _)| w));
+    whole
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| invalid(&format!("PAX {key} is not a number in range")))
 }
 
 /// Parses PAX records: `<length> <key>=<value>\n`, the length counting the whole record.
@@ -413,16 +637,24 @@ fn parse_pax(mut data: &[u8]) -> io::Result<Pax> {
             b"path" => pax.path = Some(value.to_vec()),
             b"linkpath" => pax.linkpath = Some(value.to_vec()),
             b"size" => {
-                let size = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .filter(|&size| size <= MAX_SIZE)
-                    .ok_or_else(|| invalid("PAX size is not a number in range"))?;
+                let size: u64 = pax_number(value, "size")?;
+                if size > MAX_SIZE {
+                    return Err(invalid("PAX size is not a number in range"));
+                }
                 pax.size = Some(size);
             }
+            b"uid" => pax.uid = Some(pax_number(value, "uid")?),
+            b"gid" => pax.gid = Some(pax_number(value, "gid")?),
+            b"mtime" => pax.mtime = Some(pax_number(value, "mtime")?),
             // GNU sparse formats 0.1 and 1.0 keep the real name here.
             b"GNU.sparse.name" => sparse_name = Some(value.to_vec()),
-            _ => {}
+            _ => {
+                if let Some(name) = key.strip_prefix(PAX_XATTR)
+                    && let Ok(name) = std::str::from_utf8(name)
+                {
+                    pax.xattrs.push((name.to_owned(), value.to_vec()));
+                }
+            }
         }
         data = &data[len..];
     }
@@ -578,6 +810,88 @@ mod tests {
                 other => panic!("kind {}: {other:?}", char::from(kind)),
             }
         }
+    }
+
+    #[test]
+    fn numeric_fields_as_go_reads_them() {
+        assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(parse_numeric(b" 644 \0\0"), Some(0o644));
+        assert_eq!(parse_numeric(b"\0\0\0\0\0\0\0\0"), Some(0));
+        assert_eq!(parse_numeric(b"        "), Some(0));
+        assert_eq!(parse_numeric(b"6 4\0"), None);
+        assert_eq!(parse_numeric(b"0009\0"), None);
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[4..].copy_from_slice(&(8u64 << 30).to_be_bytes());
+        assert_eq!(parse_numeric(&big), Some(8 << 30));
+        assert_eq!(parse_numeric(&[0xff; 8]), None);
+    }
+
+    /// An old GNU sparse member reads as the whole file, holes as zeros; what follows it
+    /// is read as usual.
+    #[test]
+    fn gnu_sparse_members_read_whole() {
+        // A 10,000-byte file with "abc" at 0 and "xyz" at 9,997.
+        let mut h = Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o600);
+        h.set_size(6);
+        {
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.name[..6].copy_from_slice(b"sparse");
+            gnu.realsize.copy_from_slice(b"00000023420\0");
+            gnu.sparse[0].offset.copy_from_slice(b"00000000000\0");
+            gnu.sparse[0].numbytes.copy_from_slice(b"00000000003\0");
+            gnu.sparse[1].offset.copy_from_slice(b"00000023415\0");
+            gnu.sparse[1].numbytes.copy_from_slice(b"00000000003\0");
+        }
+        h.set_cksum();
+        let mut bytes = h.as_bytes().to_vec();
+        let mut data = b"abcxyz".to_vec();
+        data.resize(512, 0);
+        bytes.extend_from_slice(&data);
+        let mut b = tar::Builder::new(Vec::new());
+        let mut next = Header::new_gnu();
+        next.set_size(2);
+        next.set_mode(0o644);
+        b.append_data(&mut next, "after", &b"ok"[..]).unwrap();
+        bytes.extend_from_slice(&b.into_inner().unwrap());
+
+        let got = members(&bytes, true).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0.kind, got[0].0.size), (Kind::File, 10_000));
+        let mut expected = vec![0u8; 10_000];
+        expected[..3].copy_from_slice(b"abc");
+        expected[9_997..].copy_from_slice(b"xyz");
+        assert_eq!(got[0].1, expected);
+        assert_eq!(
+            (got[1].0.name.as_slice(), got[1].1.as_slice()),
+            (&b"after"[..], &b"ok"[..])
+        );
+    }
+
+    #[test]
+    fn pax_owner_time_and_xattrs_override_the_header() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("uid", &b"4294967296"[..]),
+            ("gid", b"7"),
+            ("mtime", b"1234567890.5"),
+            ("SCHILY.xattr.user.note", b"a\0b"),
+        ])
+        .unwrap();
+        let mut h = Header::new_ustar();
+        h.set_size(0);
+        h.set_mode(0o4755);
+        h.set_uid(1);
+        b.append_data(&mut h, "f", &b""[..]).unwrap();
+        let got = members(&b.into_inner().unwrap(), true).unwrap();
+        let m = &got[0].0;
+        assert_eq!(
+            (m.uid, m.gid, m.mtime, m.mode),
+            (1 << 32, 7, 1_234_567_890, 0o4755)
+        );
+        assert_eq!(m.xattrs, [("user.note".to_owned(), b"a\0b".to_vec())]);
     }
 
     #[test]

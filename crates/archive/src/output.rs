@@ -1,4 +1,4 @@
-//! Where the image goes: a temporary file beside OUT renamed into place when complete, or a
+//! Where an archive goes: a temporary file beside OUT renamed into place when complete, or a
 //! stream (standard output, a device such as `/dev/null`, a fifo).
 
 use std::fs::{OpenOptions, Permissions};
@@ -6,13 +6,15 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use tempfile::NamedTempFile;
+
+use crate::error::{Error, Result};
 
 /// Buffer size between the archive writer and the file.
 const BUFFER: usize = 1 << 20;
 
-/// An output being written.
+/// An output being written. Dropping it without [`Output::commit`] deletes the temporary
+/// file: a failed or interrupted build leaves nothing at OUT, and an existing OUT as it was.
 pub enum Output {
     /// A temporary file in OUT's folder; dropped (and deleted) unless committed.
     File {
@@ -52,38 +54,44 @@ impl Output {
         };
         if let Ok(md) = std::fs::metadata(&real) {
             if md.is_dir() {
-                bail!("Output path {} is a folder", dest.display());
+                return Err(Error::Output(format!(
+                    "Output path {} is a folder",
+                    dest.display()
+                )));
             }
             if !md.is_file() {
                 let file = OpenOptions::new()
                     .write(true)
                     .open(&real)
-                    .with_context(|| format!("Cannot open {} for writing", dest.display()))?;
+                    .map_err(|e| Error::io("write to", dest, e))?;
                 return Ok(Output::Stream {
                     out: BufWriter::with_capacity(BUFFER, Box::new(file)),
                     shown: dest.to_owned(),
                 });
             }
         }
-        let name = real
-            .file_name()
-            .with_context(|| format!("Output path {} does not name a file", dest.display()))?;
+        let name = real.file_name().ok_or_else(|| {
+            Error::Output(format!(
+                "Output path {} does not name a file",
+                dest.display()
+            ))
+        })?;
         let dir = match real.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
         if !dir.is_dir() {
-            bail!(
+            return Err(Error::Output(format!(
                 "Output folder {} does not exist (from -o {})",
                 dir.display(),
                 dest.display()
-            );
+            )));
         }
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(".tmp")
             .tempfile_in(&dir)
-            .with_context(|| format!("Cannot create a temporary file in {}", dir.display()))?;
+            .map_err(|e| Error::io("create a temporary file in", &dir, e))?;
         Ok(Output::File {
             file: BufWriter::with_capacity(BUFFER, temp),
             dest: real,
@@ -103,24 +111,22 @@ impl Output {
     pub fn commit(self) -> Result<()> {
         match self {
             Output::File { file, dest, mode } => {
-                let failed = || format!("Writing {} failed", dest.display());
                 let temp = file
                     .into_inner()
-                    .map_err(io::IntoInnerError::into_error)
-                    .with_context(failed)?;
+                    .map_err(|e| Error::io("write", &dest, e.into_error()))?;
                 // No fsync: the rename makes the image appear complete or not at all to
                 // every reader; surviving a power cut is the file system's business (it
                 // costs 20% of a build).
                 // NamedTempFile creates 0600 files; an image is an ordinary file.
-                fs_err::set_permissions(temp.path(), Permissions::from_mode(mode))?;
-                temp.persist(&dest).map_err(|e| e.error).with_context(|| {
-                    format!("Cannot move the image into place at {}", dest.display())
-                })?;
+                std::fs::set_permissions(temp.path(), Permissions::from_mode(mode))
+                    .map_err(|e| Error::io("set the mode of", temp.path(), e))?;
+                temp.persist(&dest)
+                    .map_err(|e| Error::io("move the image into place at", &dest, e.error))?;
                 Ok(())
             }
-            Output::Stream { mut out, shown } => out
-                .flush()
-                .with_context(|| format!("Writing to {} failed", shown.display())),
+            Output::Stream { mut out, shown } => {
+                out.flush().map_err(|e| Error::io("write to", &shown, e))
+            }
         }
     }
 }

@@ -1,0 +1,56 @@
+//! Reading the base image (`fromImage`) once, into a private scratch folder.
+
+use std::path::PathBuf;
+
+use buildimage_archive::{BaseFs, BaseImage, Select};
+
+use crate::Env;
+use crate::error::{Error, Input, Result};
+
+/// Which base image to build on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseRequest {
+    /// The archive: a docker-archive in any of the forms `buildimage_archive::read` reads.
+    pub path: PathBuf,
+    /// With `tag`, the image of a multi-image archive whose `RepoTags` holds `name:tag`.
+    pub name: Option<String>,
+    /// See `name`.
+    pub tag: Option<String>,
+}
+
+/// A base image read and checked, with the file system its layers make.
+pub struct Base {
+    /// The image: config, layers in a scratch folder.
+    pub image: BaseImage,
+    /// Its layers merged, whiteouts applied.
+    pub fs: BaseFs,
+}
+
+/// Reads the base image `request` names.
+pub fn read(request: &BaseRequest, env: &Env<'_>) -> Result<Base> {
+    let select = Select {
+        name: request.name.as_deref(),
+        tag: request.tag.as_deref(),
+    };
+    let (image, notes) = BaseImage::open_with(&request.path, select, &env.tmp, Some(env.cancel))
+        .map_err(|e| {
+            // An I/O error on the archive names it already.
+            let names_it =
+                matches!(&e, buildimage_archive::Error::Io { path, .. } if *path == request.path);
+            let error = Error::from(e).about(Input::FromImage);
+            if names_it {
+                error
+            } else {
+                error.context(format!("Cannot use {}", request.path.display()))
+            }
+        })?;
+    for note in notes {
+        env.events.warning(None, &note);
+    }
+    let fs = image.filesystem().map_err(|e| {
+        Error::from(e)
+            .context("Cannot read the base image's layers")
+            .about(Input::FromImage)
+    })?;
+    Ok(Base { image, fs })
+}
