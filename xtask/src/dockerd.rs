@@ -1,5 +1,5 @@
 //! A private `dockerd` for the end-to-end tests, as in
-//! `shared/reference/validators.md` section 3: its own data root, exec root, PID file
+//! docs/formats.md §12.2: its own data root, exec root, PID file
 //! and socket under a short temporary directory, no bridge and no iptables, so that it
 //! neither touches nor conflicts with a Docker already on the host.
 

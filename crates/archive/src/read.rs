@@ -314,7 +314,7 @@ impl BaseImage {
             .unwrap_or_default()
     }
 
-    /// The history entries of the base layers for the new config (buildimage.md Q4).
+    /// The history entries of the base layers for the new config (docs/formats.md §4.4).
     ///
     /// The base `history` is kept as it is when its entries without `"empty_layer": true`
     /// are exactly as many as the base layers; otherwise (no history, or one that does not
@@ -549,7 +549,7 @@ fn read_json(ns: &Namespace, member: &str) -> Result<Vec<u8>> {
     std::fs::read(&stored.path).map_err(|e| Error::io("read", &stored.path, e))
 }
 
-/// Picks the manifest entry (buildimage.md Q2).
+/// Picks the manifest entry (docs/formats.md §5.4).
 fn select_entry(
     entries: Vec<RawEntry>,
     select: Select<'_>,

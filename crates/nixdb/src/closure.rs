@@ -525,7 +525,7 @@ mod tests {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::symlink;
 
-    /// A fake store path as nix-store.md section 12 makes them.
+    /// A fake store path as docs/formats.md §6.4 makes them.
     fn sp(name: &str) -> StorePath {
         let part = nix32::encode(&nix32::compress_hash(
             &Sha256::digest(format!("fake:{name}")),

@@ -298,7 +298,7 @@ mod tests {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    /// `nix-store --dump` of a file holding `hello world\n`, nix-store.md section 3.
+    /// `nix-store --dump` of a file holding `hello world\n`, docs/formats.md §7.3.
     #[test]
     fn hello_world_bytes() {
         let dir = tempfile::tempdir().unwrap();
@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(nar_of(&file), want);
     }
 
-    /// The narHash and narSize table of nix-store.md section 4.
+    /// The narHash and narSize table of docs/formats.md §7.4.
     #[test]
     fn known_nar_hashes() {
         let dir = tempfile::tempdir().unwrap();

@@ -125,7 +125,7 @@ mod tests {
         data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap()
     }
 
-    /// The vectors of nix-store.md section 2, cross-checked there with `nix-hash`.
+    /// The vectors of docs/formats.md §6.3, cross-checked with `nix-hash`.
     const VECTORS: &[(&str, &str)] = &[
         ("1f", "0z"),
         (
@@ -183,7 +183,7 @@ mod tests {
     fn compress_hash_xor_folds() {
         assert_eq!(compress_hash(&[1, 2, 3, 4, 5], 2), vec![1 ^ 3 ^ 5, 2 ^ 4]);
         assert_eq!(compress_hash(&[7; 20], 20), vec![7; 20]);
-        // The fixture recipe of nix-store.md section 12: a valid 32-character hash part.
+        // The fixture recipe of docs/formats.md §6.4: a valid 32-character hash part.
         let part = encode(&compress_hash(&Sha256::digest(b"fake:hello"), 20));
         assert_eq!(part.len(), 32);
         assert!(part.bytes().all(|b| IS_NIX32[usize::from(b)]));

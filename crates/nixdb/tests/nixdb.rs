@@ -153,7 +153,7 @@ fn nar_is_byte_identical_to_nix_store_dump() {
 // A chroot store built by Nix, with real references
 // ---------------------------------------------------------------------------------------
 
-/// nix-store.md section 11.2's fixture, plus an exportReferencesGraph output.
+/// The fixture of docs/formats.md §12.5, plus an exportReferencesGraph output.
 const FIXTURE_NIX: &str = r#"
 let
   run = name: script: derivation {
@@ -396,7 +396,7 @@ fn nix_store_accepts_the_image_db(
 
 /// `sqlite3 .dump` of our database equals that of `nix-store --load-db` fed the same
 /// records, after nixpkgs' registrationTime update; only the schema comment that Nix 2.8
-/// lacks may differ (nix-store.md section 11.3).
+/// lacks may differ (docs/formats.md §12.6).
 fn db_matches_nix_store_load_db((image, closure): &(PathBuf, Closure), dir: &Path) {
     let reference = dir.join("load-db");
     fs::create_dir_all(reference.join("nix/store")).unwrap();
