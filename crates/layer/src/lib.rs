@@ -68,8 +68,10 @@ pub use error::{Error, Result};
 pub use header::{BLOCK, RECORD, archive_size, encode as encode_header, pad_to_block};
 pub use plan::{LayerEntries, Plan, planned_size};
 pub use stage::ScratchDir;
-pub use tree::{CopyOptions, Dir, Node, Tree, UpperOptions, Warnings, resolve_host};
-pub use walk::for_each_by_path;
+pub use tree::{
+    CopyOptions, Dir, Node, Recorded, Recordings, Tree, UpperOptions, Warnings, resolve_host,
+};
+pub use walk::{for_each_by_path, for_each_in_tree};
 pub use writer::{LayerDigest, LayerWriter};
 
 /// Modification time of every entry when `SOURCE_DATE_EPOCH` is not set: 1980-01-01, the

@@ -1,4 +1,5 @@
-//! Walking a host folder in the byte order of full paths, as a store closure is appended.
+//! Walking a host folder in the orders store paths are packed in: the byte order of full
+//! paths (`buildImage`'s closure) and tree order (`streamLayeredImage`'s store layers).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -24,26 +25,54 @@ pub fn for_each_by_path<E: From<Error>>(
     mtime: u64,
     f: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    let Some(entry) = entry_at(source, name, owner, mtime)? else {
-        return Ok(());
-    };
-    f(&entry)?;
-    if entry.kind == EntryKind::Directory {
-        walk_by_path(source, name, owner, mtime, f)?;
-    }
-    Ok(())
+    walk_from(source, name, owner, mtime, b'/', f)
 }
 
-/// The contents of folder `source` (named `name`) for [`for_each_by_path`].
-fn walk_by_path<E: From<Error>>(
+/// Calls `f` like [`for_each_by_path`], but in tree order: each folder's contents right
+/// after it, siblings in the byte order of their names (`a`, what `a` holds, then `a-b`),
+/// as Python's `sorted(path.rglob("*"))` lists a store path for nixpkgs'
+/// `streamLayeredImage`.
+pub fn for_each_in_tree<E: From<Error>>(
     source: &Path,
     name: &[u8],
     owner: &Owner,
     mtime: u64,
     f: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    // One item for each child's own entry (key: its name) and one for each child folder's
-    // contents (key: its name and `/`).
+    // NUL sorts before every byte a name may hold: a folder's contents come right after
+    // its own entry and before any sibling whose name extends it.
+    walk_from(source, name, owner, mtime, 0, f)
+}
+
+/// The entry of `source` and, for a folder, its contents, placed after the entries whose
+/// names sort before `name` + `separator`.
+fn walk_from<E: From<Error>>(
+    source: &Path,
+    name: &[u8],
+    owner: &Owner,
+    mtime: u64,
+    separator: u8,
+    f: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let Some(entry) = entry_at(source, name, owner, mtime)? else {
+        return Ok(());
+    };
+    f(&entry)?;
+    if entry.kind == EntryKind::Directory {
+        walk_folder(source, name, owner, mtime, separator, f)?;
+    }
+    Ok(())
+}
+
+/// The contents of folder `source` (named `name`).
+fn walk_folder<E: From<Error>>(
+    source: &Path,
+    name: &[u8],
+    owner: &Owner,
+    mtime: u64,
+    separator: u8,
+    f: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     use nix::fcntl::OFlag;
     // Listed and looked up through one descriptor, not followed if it became a symlink.
     let io_err = |e: nix::Error| Error::io("list", source, e.into());
@@ -61,7 +90,7 @@ fn walk_by_path<E: From<Error>>(
         }
     }
     // One item for each child's own entry (key: its name) and one for each child folder's
-    // contents (key: its name and `/`), sorted once by key.
+    // contents (key: its name and the separator), sorted once by key.
     let mut items: Vec<(Vec<u8>, Option<Entry>, PathBuf)> = Vec::new();
     for child in children {
         let path = source.join(OsStr::from_bytes(&child));
@@ -73,7 +102,7 @@ fn walk_by_path<E: From<Error>>(
         };
         if entry.kind == EntryKind::Directory {
             let mut key = child.clone();
-            key.push(b'/');
+            key.push(separator);
             items.push((key, None, path.clone()));
         }
         items.push((child, Some(entry), path));
@@ -88,7 +117,7 @@ fn walk_by_path<E: From<Error>>(
             let mut child_name = name.to_vec();
             child_name.push(b'/');
             child_name.extend_from_slice(&key[..key.len() - 1]);
-            walk_by_path(&path, &child_name, owner, mtime, f)?;
+            walk_folder(&path, &child_name, owner, mtime, separator, f)?;
         }
     }
     Ok(())

@@ -71,6 +71,7 @@ mod compose;
 mod database;
 mod error;
 mod events;
+pub mod layering;
 mod scripts;
 mod store;
 

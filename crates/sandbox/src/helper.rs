@@ -1,8 +1,10 @@
-//! The helper process (`__sandbox`): makes the namespaces and the merged tree, starts the
-//! init process inside them, waits, cleans up and reports.
+//! The helper process (`__sandbox`): makes the namespaces and the tree the script sees,
+//! starts the init process inside them (or, for a fake root without a chroot, the script
+//! itself under supervision), waits, cleans up and reports.
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -15,12 +17,33 @@ use buildimage_layer::Cancel;
 use nix::mount::MsFlags;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl::set_pdeathsig;
-use nix::sys::signal::Signal;
-use nix::unistd::{getegid, geteuid, getppid, sethostname};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, getegid, geteuid, getppid, sethostname};
 
+use crate::fakeroot::{self, Ended};
 use crate::mounts::{mount_at, unmount};
-use crate::protocol::{HelperRequest, InitRequest, Report, read_request, write_report};
-use crate::{INIT_ROLE, SANDBOX_COMMAND};
+use crate::protocol::{HelperRequest, InitRequest, Job, Report, read_request, write_report};
+use crate::{FakeRoot, INIT_ROLE, RootRun, SANDBOX_COMMAND};
+
+/// What the sandbox's root is made of.
+enum TreeSource<'a> {
+    /// An overlay of extracted layers under an upper folder (`runAsRoot`).
+    Overlay(&'a RootRun),
+    /// A folder itself, bound as the root (a fake root with a chroot).
+    Folder(&'a Path),
+}
+
+/// Everything one sandboxed run needs.
+struct Run<'a> {
+    scratch: &'a Path,
+    tree: TreeSource<'a>,
+    script: &'a str,
+    shell: Option<&'a str>,
+    store: Option<&'a Path>,
+    /// The script's `$0`.
+    name: &'static str,
+    fake_root: bool,
+}
 
 /// How often the helper looks whether the script ended or a signal arrived.
 const POLL: Duration = Duration::from_millis(10);
@@ -54,10 +77,92 @@ fn run() -> Result<Report, Report> {
             .map_err(|e| Report::failed("install signal handlers", e))?;
     }
 
-    let userxattr = crate::needs_userxattr();
-    if !geteuid().is_root() {
-        enter_user_namespace()?;
+    match &req.job {
+        Job::RunAsRoot(run) => {
+            if !geteuid().is_root() {
+                enter_user_namespace()?;
+            }
+            sandboxed(
+                &Run {
+                    scratch: &req.scratch,
+                    tree: TreeSource::Overlay(run),
+                    script: &run.script,
+                    shell: run.shell.as_deref(),
+                    store: run.store.as_deref(),
+                    name: "runAsRoot",
+                    fake_root: false,
+                },
+                &stop,
+            )
+        }
+        Job::FakeRoot(job) => {
+            // A fake root always runs in a user namespace, also for real root: what it
+            // cannot do there is recorded, never done on the host.
+            enter_user_namespace()?;
+            if job.chroot {
+                sandboxed(
+                    &Run {
+                        scratch: &req.scratch,
+                        tree: TreeSource::Folder(&job.dir),
+                        script: &job.script,
+                        shell: None,
+                        store: job.store.as_deref(),
+                        name: "fakeRootCommands",
+                        fake_root: true,
+                    },
+                    &stop,
+                )
+            } else {
+                in_place(job, &stop)
+            }
+        }
     }
+}
+
+/// A fake root without a chroot: the script runs in its folder, on the host's tree, as
+/// root of the user namespace, supervised.
+fn in_place(job: &FakeRoot, stop: &Cancel) -> Result<Report, Report> {
+    let to_stderr = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Report::failed("pass standard error on", e))?;
+    let mut cmd = Command::new("sh");
+    cmd.args(["-e", "-c", &job.script, "fakeRootCommands"])
+        .current_dir(&job.dir)
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        // Our caller's standard output may carry the image: the script's goes to stderr.
+        .stdout(Stdio::from(to_stderr))
+        // Its own process group, so that what it starts in the background ends with it.
+        .process_group(0);
+    let (mut child, listener) =
+        fakeroot::spawn(cmd).map_err(|e| Report::failed("start the script", e))?;
+    let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let kill = |_: &mut Child| {
+        killpg(group, Signal::SIGKILL).ok();
+    };
+    let supervised = fakeroot::supervise(&mut child, &listener, stop, &kill);
+    killpg(group, Signal::SIGKILL).ok();
+    let (ended, records) = supervised.map_err(|e| Report::failed("supervise the script", e))?;
+    Ok(recorded(ended, records))
+}
+
+/// The report of a supervised script.
+pub(crate) fn recorded(ended: Ended, records: Vec<fakeroot::Record>) -> Report {
+    match ended {
+        Ended::Stopped => Report::Interrupted,
+        Ended::Status(status) => Report::Recorded {
+            exited: status.code(),
+            signal: status.signal(),
+            records,
+        },
+    }
+}
+
+/// A run in namespaces of its own: mount, PID, IPC, UTS and network, over the tree.
+fn sandboxed(run: &Run<'_>, stop: &Cancel) -> Result<Report, Report> {
+    let userxattr = crate::needs_userxattr();
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWIPC
@@ -78,9 +183,9 @@ fn run() -> Result<Report, Report> {
     )?;
     sethostname(HOSTNAME).map_err(|e| Report::failed("set the host name", e))?;
 
-    let root = req.scratch.join("root");
-    mount_tree(&req, &root, userxattr)?;
-    let result = prepare_and_run(&req, &root, &stop);
+    let root = run.scratch.join("root");
+    mount_tree(run, &root, userxattr)?;
+    let result = prepare_and_run(run, &root, stop);
     let cleanup = unmount(&root).map_err(|e| Report::failed("unmount the merged tree", e));
     let report = result?;
     cleanup?;
@@ -108,22 +213,36 @@ fn enter_user_namespace() -> Result<(), Report> {
     Ok(())
 }
 
-/// Mounts the overlay (or, without base layers, a bind of the upper folder) at `root`.
-fn mount_tree(req: &HelperRequest, root: &Path, userxattr: bool) -> Result<(), Report> {
-    if req.run.lower.is_empty() {
+/// Mounts the overlay (or, without base layers, a bind of the upper folder; or the folder
+/// of a fake root) at `root`.
+fn mount_tree(run: &Run<'_>, root: &Path, userxattr: bool) -> Result<(), Report> {
+    let request = match run.tree {
+        TreeSource::Folder(dir) => {
+            return mount_at(
+                "bind the folder",
+                Some(dir),
+                root,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            );
+        }
+        TreeSource::Overlay(request) => request,
+    };
+    if request.lower.is_empty() {
         return mount_at(
             "bind the upper folder",
-            Some(&req.run.upper),
+            Some(&request.upper),
             root,
             None,
             MsFlags::MS_BIND,
             None,
         );
     }
-    std::env::set_current_dir(&req.scratch)
+    std::env::set_current_dir(run.scratch)
         .map_err(|e| Report::failed("enter the scratch folder", e))?;
     // overlayfs lists the top-most lower folder first; the request lists the lowest first.
-    let lower: Vec<String> = (0..req.run.lower.len())
+    let lower: Vec<String> = (0..request.lower.len())
         .rev()
         .map(|i| format!("lower/{i}"))
         .collect();
@@ -203,29 +322,30 @@ fn ensure_dir(root: &Path, rel: &str, made: &mut Vec<MountPoint>) -> Result<(), 
     }
 }
 
-fn prepare_and_run(req: &HelperRequest, root: &Path, stop: &Cancel) -> Result<Report, Report> {
+fn prepare_and_run(run: &Run<'_>, root: &Path, stop: &Cancel) -> Result<Report, Report> {
     let mut points = Vec::new();
     let prepared = (|| {
         for rel in ["dev", "proc", "sys"] {
             ensure_dir(root, rel, &mut points)?;
         }
         // Nothing is mounted on /tmp: it only has to exist, as nixpkgs' `mkdir -p tmp`
-        // makes sure, and whatever it is in the image (a symlink to var/tmp, say) is kept.
-        // Made here, it stays in the layer (0755, as nixpkgs leaves it).
+        // for runAsRoot makes sure, and whatever it is in the image (a symlink to
+        // var/tmp, say) is kept. Made here, it stays in the layer (0755, as nixpkgs leaves
+        // it). A fake root's chroot has no such step in nixpkgs.
         let tmp = root.join("tmp");
-        if fs::symlink_metadata(&tmp).is_err() {
+        if !run.fake_root && fs::symlink_metadata(&tmp).is_err() {
             fs::create_dir(&tmp).map_err(|e| Report::failed("create /tmp", e))?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .map_err(|e| Report::failed("create /tmp", e))?;
         }
-        if req.run.store.is_some() {
+        if run.store.is_some() {
             ensure_dir(root, "nix", &mut points)?;
             ensure_dir(root, "nix/store", &mut points)?;
         }
         Ok(())
     })();
     let report = match prepared {
-        Ok(()) => run_init(req, root, stop),
+        Ok(()) => run_init(run, root, stop),
         Err(report) => Err(report),
     };
     // The init process's mounts lived in its own mount namespace, gone with it: what is
@@ -254,7 +374,7 @@ fn prepare_and_run(req: &HelperRequest, root: &Path, stop: &Cancel) -> Result<Re
 
 /// Starts the init process (PID 1 of the new PID namespace), waits for it and says how the
 /// script ended.
-fn run_init(req: &HelperRequest, root: &Path, stop: &Cancel) -> Result<Report, Report> {
+fn run_init(run: &Run<'_>, root: &Path, stop: &Cancel) -> Result<Report, Report> {
     let mut child = Command::new("/proc/self/exe")
         .arg0(SANDBOX_COMMAND)
         .args([SANDBOX_COMMAND, INIT_ROLE])
@@ -265,9 +385,11 @@ fn run_init(req: &HelperRequest, root: &Path, stop: &Cancel) -> Result<Report, R
         .map_err(|e| Report::failed("start the sandbox's init process", e))?;
     let request = InitRequest {
         root: root.to_owned(),
-        script: req.run.script.clone(),
-        shell: req.run.shell.clone(),
-        store: req.run.store.clone(),
+        script: run.script.to_owned(),
+        shell: run.shell.map(str::to_owned),
+        store: run.store.map(Path::to_owned),
+        name: run.name.to_owned(),
+        fake_root: run.fake_root,
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A child that died at once is found out below.
@@ -275,7 +397,7 @@ fn run_init(req: &HelperRequest, root: &Path, stop: &Cancel) -> Result<Report, R
         stdin.flush().ok();
     }
     // The init process's report channel closes when it runs the shell, or carries why it
-    // could not.
+    // could not; a fake root's init reports how its supervised script ended.
     let mut text = Vec::new();
     if let Some(mut stdout) = child.stdout.take() {
         stdout.read_to_end(&mut text).ok();

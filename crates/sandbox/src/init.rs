@@ -1,6 +1,7 @@
 //! The init process (`__sandbox init`): PID 1 of the new PID namespace. It mounts `/proc`,
 //! `/sys`, `/dev` and the store in a mount namespace of its own, makes the merged tree its
-//! root and becomes the shell that runs the script.
+//! root and becomes the shell that runs the script; for a fake root, it starts the shell
+//! under supervision instead and reports what the script's calls recorded.
 
 use std::fs::{self, File};
 use std::io;
@@ -47,11 +48,27 @@ pub(crate) fn main() -> ExitCode {
     ExitCode::from(127)
 }
 
-/// Sets everything up and runs the shell; returns why it could not.
+/// Sets everything up and runs the shell; returns why it could not, or, for a fake root,
+/// how the supervised script ended.
 fn run(req: &InitRequest) -> Report {
     match setup(req) {
-        Ok(cmd) => {
-            let (mut cmd, shell) = cmd;
+        Ok((cmd, _)) if req.fake_root => {
+            let (mut child, listener) = match crate::fakeroot::spawn(cmd) {
+                Ok(started) => started,
+                Err(e) => return Report::failed("start the script", e),
+            };
+            // The helper kills this process, PID 1, to stop the run: the kernel then
+            // kills every process of the namespace.
+            let never = buildimage_layer::Cancel::new();
+            let kill = |child: &mut std::process::Child| {
+                child.kill().ok();
+            };
+            match crate::fakeroot::supervise(&mut child, &listener, &never, &kill) {
+                Ok((ended, records)) => crate::helper::recorded(ended, records),
+                Err(e) => Report::failed("supervise the script", e),
+            }
+        }
+        Ok((mut cmd, shell)) => {
             let err = cmd.exec();
             Report::failed("run the shell", format!("{shell}: {err}"))
         }
@@ -130,7 +147,7 @@ fn setup(req: &InitRequest) -> Result<(Command, String), Report> {
         .try_clone_to_owned()
         .map_err(|e| Report::failed("pass standard error on", e))?;
     let mut cmd = Command::new(&shell);
-    cmd.args(["-e", "-c", &req.script, "runAsRoot"])
+    cmd.args(["-e", "-c", &req.script, &req.name])
         .env_clear()
         .env("PATH", path)
         .env("HOME", "/root")

@@ -91,11 +91,13 @@
 
 mod error;
 mod extract;
+mod fakeroot;
 mod helper;
 mod init;
 mod mounts;
 mod protocol;
 mod script;
+mod seccomp;
 
 use std::ffi::OsString;
 use std::fs;
@@ -109,13 +111,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, getegid, geteuid};
 use serde::{Deserialize, Serialize};
 
-use buildimage_layer::{Cancel, ScratchDir};
+use buildimage_layer::{Cancel, EntryKind, Recorded, Recordings, ScratchDir};
 
 pub use error::{Error, Result};
 pub use extract::{Extracted, extract_layer};
 pub use script::run_script;
 
-use crate::protocol::{HelperRequest, Report};
+use crate::protocol::{HelperRequest, Job, Report};
 
 /// `argv[1]` of the helper processes. The binary given to [`run_as_root`] must pass its
 /// `argv` to [`sandbox_main`] when it sees this.
@@ -179,41 +181,139 @@ pub fn sandbox_main(args: &[OsString]) -> ExitCode {
 /// down, every process killed and everything unmounted, and [`Error::Interrupted`]
 /// returned.
 pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<()> {
-    if req.script.len() > MAX_SCRIPT {
-        return Err(Error::ScriptTooLong {
-            len: req.script.len(),
-            max: MAX_SCRIPT,
-        });
-    }
-    let dir = |path: &Path, what: &'static str| -> Result<PathBuf> {
-        match fs::metadata(path) {
-            Ok(md) if md.is_dir() => {
-                fs::canonicalize(path).map_err(|e| Error::io("resolve", path, e))
-            }
-            Ok(_) => Err(Error::BadRequest {
-                path: path.to_owned(),
-                reason: what,
-            }),
-            Err(e) => Err(Error::io("inspect", path, e)),
-        }
-    };
+    check_script(&req.script)?;
     let mut run = req.clone();
-    run.upper = dir(&req.upper, "the upper folder is not a folder")?;
+    run.upper = existing_dir(&req.upper, "the upper folder is not a folder")?;
     run.lower = req
         .lower
         .iter()
-        .map(|l| dir(l, "a lower folder is not a folder"))
+        .map(|l| existing_dir(l, "a lower folder is not a folder"))
         .collect::<Result<_>>()?;
     if let Some(store) = &req.store {
-        run.store = Some(dir(store, "the store is not a folder")?);
+        run.store = Some(existing_dir(store, "the store is not a folder")?);
     }
-    fs::create_dir_all(&req.work).map_err(|e| Error::io("create", &req.work, e))?;
-    let scratch = ScratchDir::new_in(&req.work, ".sandbox-")?;
-    fill(&scratch, &run)?;
     let unprivileged = !geteuid().is_root();
+    let report = run_helper(&req.work, Job::RunAsRoot(run), self_exe, cancel)?;
+    match report {
+        Report::Exited(0) => Ok(()),
+        Report::Exited(status) => Err(Error::ScriptFailed {
+            status,
+            unprivileged,
+        }),
+        other => Err(report_error(other, self_exe)),
+    }
+}
 
+/// One `fakeRootCommands` run: a script run as root of a user namespace in a folder, its
+/// `chown` and `mknod` calls recorded rather than made (see [`run_fake_root`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FakeRoot {
+    /// The folder: the script's working folder, or its root with `chroot`.
+    pub dir: PathBuf,
+    /// A folder for the run's scratch files (a mount point, with `chroot`), created when
+    /// missing; what the run puts there is removed before [`run_fake_root`] returns.
+    pub work: PathBuf,
+    /// The shell code, run with `sh -e -c`.
+    pub script: String,
+    /// `enableFakechroot`: run chrooted into `dir` (the image's own `/bin/sh` runs the
+    /// script), with a fresh `/dev`, `/proc`, read-only `/sys` and the store read-only at
+    /// `/nix/store`. Without it the script runs with the host's `sh` in `dir`.
+    pub chroot: bool,
+    /// The host's store folder, bound read-only at `/nix/store` with `chroot`.
+    pub store: Option<PathBuf>,
+}
+
+/// The mount points a chrooted fake root's folder gets, which are not part of it: leave
+/// them out when reading it back.
+pub const FAKE_CHROOT_MOUNTS: [&[u8]; 4] = [b"dev", b"proc", b"sys", b"nix/store"];
+
+/// Runs `req.script` as a fake root (see `FakeRoot`) and returns what its `chown` and
+/// `mknod` calls recorded, for `buildimage_layer::Tree::from_staged`.
+///
+/// The script runs as root of a user namespace that maps only the caller (real root
+/// included): owners it gives and device nodes it makes are recorded instead of made (see
+/// the `fakeroot` module), so the result is the same as root and as an ordinary user.
+/// `self_exe`, the script's output and `cancel` are as for [`run_as_root`].
+pub fn run_fake_root(req: &FakeRoot, self_exe: &Path, cancel: &Cancel) -> Result<Recordings> {
+    check_script(&req.script)?;
+    let mut job = req.clone();
+    job.dir = existing_dir(&req.dir, "the folder is not a folder")?;
+    if let Some(store) = &req.store {
+        job.store = Some(existing_dir(store, "the store is not a folder")?);
+    }
+    match run_helper(&req.work, Job::FakeRoot(job), self_exe, cancel)? {
+        Report::Recorded {
+            exited: Some(0),
+            records,
+            ..
+        } => Ok(records
+            .into_iter()
+            .map(|r| {
+                let device = r.device.map(|(char, major, minor)| {
+                    if char {
+                        EntryKind::CharDevice { major, minor }
+                    } else {
+                        EntryKind::BlockDevice { major, minor }
+                    }
+                });
+                let recorded = Recorded {
+                    uid: r.uid.map(u64::from),
+                    gid: r.gid.map(u64::from),
+                    device,
+                };
+                ((r.dev, r.ino), recorded)
+            })
+            .collect()),
+        Report::Recorded {
+            exited: Some(status),
+            ..
+        } => Err(Error::ScriptFailed {
+            status,
+            unprivileged: false,
+        }),
+        Report::Recorded { signal, .. } => Err(Error::ScriptKilled {
+            signal: signal.unwrap_or(0),
+        }),
+        other => Err(report_error(other, self_exe)),
+    }
+}
+
+/// A script that fits in one argument.
+fn check_script(script: &str) -> Result<()> {
+    if script.len() > MAX_SCRIPT {
+        return Err(Error::ScriptTooLong {
+            len: script.len(),
+            max: MAX_SCRIPT,
+        });
+    }
+    Ok(())
+}
+
+/// The canonical path of a folder the request names.
+fn existing_dir(path: &Path, what: &'static str) -> Result<PathBuf> {
+    match fs::metadata(path) {
+        Ok(md) if md.is_dir() => fs::canonicalize(path).map_err(|e| Error::io("resolve", path, e)),
+        Ok(_) => Err(Error::BadRequest {
+            path: path.to_owned(),
+            reason: what,
+        }),
+        Err(e) => Err(Error::io("inspect", path, e)),
+    }
+}
+
+/// Starts the helper for `job` with a scratch folder inside `work`, waits for it (asking
+/// it to stop when `cancel` is set) and returns its report.
+fn run_helper(work: &Path, job: Job, self_exe: &Path, cancel: &Cancel) -> Result<Report> {
+    fs::create_dir_all(work).map_err(|e| Error::io("create", work, e))?;
+    let scratch = ScratchDir::new_in(work, ".sandbox-")?;
+    if let Job::RunAsRoot(run) = &job {
+        fill(&scratch, run)?;
+    } else {
+        let root = scratch.join("root");
+        fs::create_dir(&root).map_err(|e| Error::io("create", &root, e))?;
+    }
     let request = HelperRequest {
-        run,
+        job,
         scratch: scratch.path().to_owned(),
         parent: i32::try_from(std::process::id()).unwrap_or(0),
     };
@@ -248,22 +348,28 @@ pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<()
             status: describe(status),
         });
     };
+    removed?;
+    Ok(report)
+}
+
+/// The error a report other than success stands for.
+fn report_error(report: Report, self_exe: &Path) -> Error {
     match report {
-        Report::Exited(0) => {}
-        Report::Exited(status) => {
-            return Err(Error::ScriptFailed {
-                status,
-                unprivileged,
-            });
-        }
-        Report::Signaled(signal) => return Err(Error::ScriptKilled { signal }),
-        Report::Interrupted => return Err(buildimage_layer::Interrupted.into()),
-        Report::NoShell => return Err(Error::NoShell),
-        Report::ShellNotFound(shell) => return Err(Error::ShellNotFound { shell }),
-        Report::UserNamespace(message) => return Err(Error::UserNamespace { message }),
-        Report::Failed { step, message } => return Err(Error::Setup { step, message }),
+        Report::Exited(status) => Error::ScriptFailed {
+            status,
+            unprivileged: false,
+        },
+        Report::Signaled(signal) => Error::ScriptKilled { signal },
+        Report::Interrupted => buildimage_layer::Interrupted.into(),
+        Report::NoShell => Error::NoShell,
+        Report::ShellNotFound(shell) => Error::ShellNotFound { shell },
+        Report::UserNamespace(message) => Error::UserNamespace { message },
+        Report::Failed { step, message } => Error::Setup { step, message },
+        Report::Recorded { .. } => Error::Helper {
+            path: self_exe.to_owned(),
+            status: "a report of another kind of run".to_owned(),
+        },
     }
-    removed
 }
 
 /// Waits for the helper; when `stop` turns true asks it to stop (SIGTERM), and kills it

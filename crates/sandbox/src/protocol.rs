@@ -7,13 +7,23 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::RootRun;
+use crate::fakeroot::Record;
+use crate::{FakeRoot, RootRun};
+
+/// What the helper is asked to run.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Job {
+    /// `runAsRoot` over an overlay of the image.
+    RunAsRoot(RootRun),
+    /// `fakeRootCommands` in a folder, recording owners and devices.
+    FakeRoot(FakeRoot),
+}
 
 /// From the parent to the helper.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct HelperRequest {
     /// What to run.
-    pub run: RootRun,
+    pub job: Job,
     /// The scratch folder the parent made inside `run.work`: `root` (the mount point),
     /// `ovl` (overlay's work dir), `upper` and `lower/N` (symlinks, which keep the overlay
     /// options short and free of characters overlayfs would need escaped).
@@ -33,6 +43,11 @@ pub(crate) struct InitRequest {
     pub shell: Option<String>,
     /// The host store folder to bind at `/nix/store`.
     pub store: Option<PathBuf>,
+    /// The script's name (its `$0`).
+    pub name: String,
+    /// Record owners and devices as a fake root (supervise the script rather than become
+    /// it).
+    pub fake_root: bool,
 }
 
 /// How a run ended, or why it could not start.
@@ -42,6 +57,16 @@ pub(crate) enum Report {
     Exited(i32),
     /// The script was killed by this signal.
     Signaled(i32),
+    /// A fake root's script ended (with an exit status or a signal) and its calls
+    /// recorded these owners and devices.
+    Recorded {
+        /// The exit status, if it exited.
+        exited: Option<i32>,
+        /// The signal, if one killed it.
+        signal: Option<i32>,
+        /// What the calls recorded.
+        records: Vec<Record>,
+    },
     /// A SIGINT or SIGTERM stopped the run.
     Interrupted,
     /// The image has no `/bin/sh` and no shell was named.

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use buildimage_layer::{
     Cancel, Entry, EntryKind, LayerWriter, Owner, Tree, UpperOptions, Warnings,
 };
-use buildimage_sandbox::{Error, RootRun, extract_layer, host_root_ids, run_as_root};
+use buildimage_sandbox::{
+    Error, FAKE_CHROOT_MOUNTS, FakeRoot, RootRun, extract_layer, host_root_ids, run_as_root,
+    run_fake_root,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_buildimage-sandbox-test");
 
@@ -759,4 +762,147 @@ fn extraction_keeps_metadata_and_converts_whiteouts() {
     assert!(!dest.join("opq/.wh..wh..opq").exists());
     assert!(!dest.join(".wh..wh..plnk").exists());
     assert!(!dest.join("..wh..plnk").exists());
+}
+
+// ---- fake root ----
+
+/// A folder holding the busybox image's files, for a fake root's script.
+fn fake_root_folder(sb: &Sandbox) -> PathBuf {
+    let tar = busybox_tar(true).write(&sb.path("fake.tar"));
+    let dir = sb.path("fake");
+    extract_layer(&tar, &dir).unwrap();
+    dir
+}
+
+fn fake_root(sb: &Sandbox, dir: &Path, script: &str, chroot: bool) -> Result<Tree, Error> {
+    let req = FakeRoot {
+        dir: dir.to_owned(),
+        work: sb.path("work"),
+        script: script.to_owned(),
+        chroot,
+        store: None,
+    };
+    let result = run_fake_root(&req, Path::new(BIN), &Cancel::new());
+    sb.assert_clean(&req.work);
+    let recordings = result?;
+    Ok(Tree::from_staged(
+        dir,
+        &recordings,
+        &FAKE_CHROOT_MOUNTS,
+        &mut Warnings::default(),
+    )
+    .unwrap())
+}
+
+/// (name, uid, gid, mode, kind) of the entries whose names contain `part`.
+fn shown(tree: &Tree, part: &str) -> Vec<(String, u64, u64, u32, EntryKind)> {
+    tree.entries(&Owner::root(), 0)
+        .into_iter()
+        .filter(|e| String::from_utf8_lossy(&e.name).contains(part))
+        .map(|e| {
+            let kind = match e.kind {
+                EntryKind::File { .. } => EntryKind::Data(Vec::new()),
+                other => other,
+            };
+            (
+                String::from_utf8_lossy(&e.name).into_owned(),
+                e.owner.uid,
+                e.owner.gid,
+                e.mode,
+                kind,
+            )
+        })
+        .collect()
+}
+
+const FAKE_ROOT_SCRIPT: &str = "mkdir -p data && touch data/owned data/suid \
+    && chown 1000:100 data/owned && chown 7 data && chmod 4755 data/suid \
+    && mknod data/null c 1 3 && mknod data/disk b 8 0 && chmod 600 data/disk \
+    && mkfifo data/fifo && ln data/owned data/hardlink";
+
+#[test]
+fn a_fake_root_records_owners_and_devices_it_cannot_make() {
+    let sb = Sandbox::new();
+    let dir = fake_root_folder(&sb);
+    let tree = fake_root(&sb, &dir, FAKE_ROOT_SCRIPT, false).unwrap();
+    assert_eq!(
+        shown(&tree, "data"),
+        [
+            ("./data/".to_owned(), 7, 0, 0o755, EntryKind::Directory),
+            (
+                "./data/disk".to_owned(),
+                0,
+                0,
+                0o600,
+                EntryKind::BlockDevice { major: 8, minor: 0 }
+            ),
+            ("./data/fifo".to_owned(), 0, 0, 0o644, EntryKind::Fifo),
+            (
+                "./data/hardlink".to_owned(),
+                1000,
+                100,
+                0o644,
+                EntryKind::Data(Vec::new())
+            ),
+            (
+                "./data/null".to_owned(),
+                0,
+                0,
+                0o644,
+                EntryKind::CharDevice { major: 1, minor: 3 }
+            ),
+            (
+                "./data/owned".to_owned(),
+                1000,
+                100,
+                0o644,
+                EntryKind::Data(Vec::new())
+            ),
+            (
+                "./data/suid".to_owned(),
+                0,
+                0,
+                0o4755,
+                EntryKind::Data(Vec::new())
+            ),
+        ]
+    );
+    // Nothing was given away on disk: the caller owns what the script made.
+    let md = fs::metadata(dir.join("data/owned")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+    assert!(fs::metadata(dir.join("data/null")).unwrap().is_file());
+}
+
+#[test]
+fn a_chrooted_fake_root_runs_the_image_s_programs_and_leaves_no_mount_points() {
+    let sb = Sandbox::new();
+    let dir = fake_root_folder(&sb);
+    // The image's own busybox, by its absolute path, in the image's root.
+    let script = format!(
+        "/bin/busybox test -e /etc/motd && cd / && {FAKE_ROOT_SCRIPT} && echo chrooted > /marker"
+    );
+    let tree = fake_root(&sb, &dir, &script, true).unwrap();
+    assert_eq!(
+        shown(&tree, "data/null")[0].4,
+        EntryKind::CharDevice { major: 1, minor: 3 }
+    );
+    assert_eq!(shown(&tree, "data/owned")[0].1, 1000);
+    assert_eq!(
+        fs::read_to_string(dir.join("marker")).unwrap(),
+        "chrooted\n"
+    );
+    for gone in ["dev", "proc", "sys"] {
+        assert!(!dir.join(gone).exists(), "/{gone} was left in the folder");
+    }
+}
+
+#[test]
+fn a_failing_fake_root_script_reports_its_status() {
+    let sb = Sandbox::new();
+    let dir = fake_root_folder(&sb);
+    let err = fake_root(&sb, &dir, "chown 5 /nonexistent-file-of-the-test", false).unwrap_err();
+    assert!(
+        matches!(err, Error::ScriptFailed { status: 1, .. }),
+        "{err:?}"
+    );
 }

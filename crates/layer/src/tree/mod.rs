@@ -6,6 +6,8 @@
 //! `upper`).
 
 mod copy;
+mod link;
+mod staged;
 mod upper;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::overlay::{OPAQUE_MARKER, is_whiteout};
 
 pub use copy::{CopyOptions, resolve_host};
+pub use staged::{Recorded, Recordings};
 pub use upper::UpperOptions;
 
 /// One node of the planned tree.
