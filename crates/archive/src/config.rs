@@ -44,6 +44,45 @@ pub fn merge_base_config(
     merged
 }
 
+/// Builds the `config` object of a layered image on a base whose container config is
+/// `base`, as nixpkgs' `streamLayeredImage` does: only `Env` is taken from the base, its
+/// entries first; a variable set twice keeps the place of its first entry and the value
+/// of its last. Without any `Env` entry the config is left as it is (no empty `Env`).
+pub fn merge_layered_config(
+    config: Option<&Map<String, Value>>,
+    base: Option<&Map<String, Value>>,
+) -> Map<String, Value> {
+    let mut out = config.cloned().unwrap_or_default();
+    let entries = |c: Option<&Map<String, Value>>| -> Vec<Value> {
+        match c.and_then(|c| c.get("Env")) {
+            Some(Value::Array(env)) => env.clone(),
+            _ => Vec::new(),
+        }
+    };
+    let all: Vec<Value> = entries(base).into_iter().chain(entries(config)).collect();
+    if all.is_empty() {
+        return out;
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut values: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
+    for entry in all {
+        let name = entry.as_str().map_or_else(
+            || entry.to_string(),
+            |s| s.split('=').next().unwrap_or(s).to_owned(),
+        );
+        if !values.contains_key(&name) {
+            names.push(name.clone());
+        }
+        values.insert(name, entry);
+    }
+    let env = names
+        .into_iter()
+        .filter_map(|n| values.remove(&n))
+        .collect();
+    out.insert("Env".to_owned(), Value::Array(env));
+    out
+}
+
 /// The `rootfs` member of the image config.
 #[derive(Debug, Clone, Serialize)]
 pub struct RootFs {
@@ -208,6 +247,27 @@ mod tests {
         assert_eq!(
             Value::Object(inherited),
             json!({"Cmd": ["own"], "Env": ["A=1", "A=2"], "User": "1", "WorkingDir": "/b"})
+        );
+    }
+
+    #[test]
+    fn layered_env_keeps_the_first_place_and_the_last_value() {
+        let base = json!({"Env": ["PATH=/a", "X=1"], "Cmd": ["base"]});
+        let own = json!({"Env": ["PATH=/b", "Y=2"]});
+        assert_eq!(
+            Value::Object(merge_layered_config(own.as_object(), base.as_object())),
+            json!({"Env": ["PATH=/b", "X=1", "Y=2"]})
+        );
+        assert_eq!(
+            Value::Object(merge_layered_config(
+                json!({"Cmd": ["x"]}).as_object(),
+                None
+            )),
+            json!({"Cmd": ["x"]})
+        );
+        assert_eq!(
+            Value::Object(merge_layered_config(None, base.as_object())),
+            json!({"Env": ["PATH=/a", "X=1"]})
         );
     }
 

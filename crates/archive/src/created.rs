@@ -31,6 +31,40 @@ pub fn now_rfc3339(unix_secs: i64) -> String {
     )
 }
 
+/// The seconds since the epoch that an RFC 3339 date-time (as [`check_rfc3339`] accepts
+/// it) stands for; a fraction of a second is dropped.
+pub fn rfc3339_seconds(s: &str) -> Result<i64, String> {
+    check_rfc3339(s)?;
+    let bytes = s.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> i64 {
+        bytes[range]
+            .iter()
+            .fold(0, |n, b| n * 10 + i64::from(b - b'0'))
+    };
+    let days = days_from_civil(number(0..4), number(5..7), number(8..10));
+    let mut seconds = days * 86_400 + number(11..13) * 3600 + number(14..16) * 60 + number(17..19);
+    // The zone: `Z`, or `±HH:MM` at the end.
+    if !s.ends_with('Z') {
+        let zone = &bytes[bytes.len() - 6..];
+        let offset = (i64::from(zone[1] - b'0') * 10 + i64::from(zone[2] - b'0')) * 3600
+            + (i64::from(zone[4] - b'0') * 10 + i64::from(zone[5] - b'0')) * 60;
+        seconds -= if zone[0] == b'+' { offset } else { -offset };
+    }
+    Ok(seconds)
+}
+
+/// Days since 1970-01-01 of a date, proleptic Gregorian (the inverse of
+/// `civil_from_days`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = (month + 9) % 12; // month from March, [0, 11]
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn is_leap(year: i64) -> bool {
     year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
 }
@@ -212,6 +246,29 @@ mod tests {
                 day = days_in_month(year, month);
             }
         }
+    }
+
+    #[test]
+    fn seconds_of_rfc3339_times() {
+        assert_eq!(rfc3339_seconds("1970-01-01T00:00:01Z"), Ok(1));
+        assert_eq!(
+            rfc3339_seconds("1980-01-01T00:00:00+00:00"),
+            Ok(315_532_800)
+        );
+        assert_eq!(
+            rfc3339_seconds("2009-02-14T00:31:30.25+01:00"),
+            Ok(1_234_567_890)
+        );
+        assert_eq!(rfc3339_seconds("1969-12-31T23:00:00-01:00"), Ok(0));
+        assert!(rfc3339_seconds("1970-01-01").is_err());
+        for days in (-200_000..200_000).step_by(997) {
+            assert_eq!(days_from_civil_of(days), days, "{days}");
+        }
+    }
+
+    fn days_from_civil_of(days: i64) -> i64 {
+        let (y, m, d) = civil_from_days(days);
+        days_from_civil(y, m, d)
     }
 
     #[test]

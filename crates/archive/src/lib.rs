@@ -60,7 +60,7 @@ pub mod reference;
 pub use compress::{Compressed, Compressor};
 pub use config::{
     ImageConfig, LayerMeta, ManifestEntry, RootFs, manifest_bytes, merge_base_config, merge_config,
-    repositories_bytes,
+    merge_layered_config, repositories_bytes,
 };
 pub use dest::{
     Destination, DockerArchive, ImageMeta, LayerInfo, LayerKind, LayerRecord, LayerSource, Layout,

@@ -31,6 +31,12 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a SPEC: a JSON object of buildImage arguments.
     Build(BuildArgs),
+    /// Build a layered image from a SPEC of buildLayeredImage arguments: one layer per
+    /// popular store path, the archive compressed per `compressor`.
+    BuildLayered(LayeredArgs),
+    /// Write a layered image from a SPEC of streamLayeredImage arguments as a plain
+    /// archive, to standard output unless -o says otherwise: `… | docker load`.
+    StreamLayered(LayeredArgs),
     /// Print a completion script for SHELL on standard output.
     Completions(CompletionsArgs),
 }
@@ -54,6 +60,27 @@ pub struct BuildArgs {
     #[arg(long, value_name = "PATH")]
     pub closure_info: Option<PathBuf>,
     /// Print the passthru information (imageName, imageTag, layer, …) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `buildimage build-layered` and `buildimage stream-layered`.
+#[derive(Debug, clap::Args)]
+pub struct LayeredArgs {
+    /// The spec file, or `-` for standard input.
+    #[arg(value_name = "SPEC")]
+    pub spec: PathBuf,
+    /// Where the image goes (`-` for standard output). Default: `<name>.tar[.gz|.zst]`
+    /// in the current folder for build-layered, standard output for stream-layered.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub out: Option<PathBuf>,
+    /// The folder that holds the Nix store to read store paths from, as `nix --store`.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub store: PathBuf,
+    /// A closure listing for the store paths (see `buildimage build --help`).
+    #[arg(long, value_name = "PATH")]
+    pub closure_info: Option<PathBuf>,
+    /// Print what was built (imageName, imageTag, layers, …) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

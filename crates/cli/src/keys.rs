@@ -17,6 +17,7 @@ impl InputNames {
         let key = match input {
             Input::FromImage => "fromImage",
             Input::CopyToRoot => "copyToRoot",
+            Input::Contents => "contents",
             Input::ClosureInfo if self.closure_info_flag => return "--closure-info".to_owned(),
             Input::ClosureInfo => "closureInfo",
             Input::IncludeNixDb => "includeNixDB",

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use buildimage_cli::args::{Cli, Command};
+use buildimage_cli::spec::layered::Function;
 
 fn main() -> ExitCode {
     // The sandbox's helper processes re-execute this binary: they must not meet clap.
@@ -34,6 +35,20 @@ fn main() -> ExitCode {
     let user_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let result = match &cli.command {
         Command::Build(args) => commands::build::run(args, cli.quiet, &signals, user_umask.bits()),
+        Command::BuildLayered(args) => commands::layered::run(
+            args,
+            Function::Build,
+            cli.quiet,
+            &signals,
+            user_umask.bits(),
+        ),
+        Command::StreamLayered(args) => commands::layered::run(
+            args,
+            Function::Stream,
+            cli.quiet,
+            &signals,
+            user_umask.bits(),
+        ),
         Command::Completions(args) => {
             commands::completions::run(args);
             Ok(())

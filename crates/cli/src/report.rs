@@ -2,20 +2,26 @@
 
 use std::path::Path;
 
-use buildimage_pipeline::Built;
+use buildimage_archive::ImageSummary;
 
 use crate::progress::Progress;
 
 /// The "what was built" lines on standard error.
-pub fn summary(progress: &Progress<'_>, shown: &Path, built: &Built, written: u64) {
+pub fn summary(
+    progress: &Progress<'_>,
+    shown: &Path,
+    name: &str,
+    built: &ImageSummary,
+    written: u64,
+) {
     progress.println(&format!(
         "buildimage: wrote {} ({}:{}, image ID sha256:{})",
         shown.display(),
-        built.name,
-        built.summary.tag,
-        built.summary.config_digest
+        name,
+        built.tag,
+        built.config_digest
     ));
-    let layers = &built.summary.layers;
+    let layers = &built.layers;
     let size: u64 = layers.iter().map(|l| l.size).sum();
     progress.println(&format!(
         "  {} layer{}, {} of layers, {} written",

@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 
-use buildimage_archive::created::now_rfc3339;
+use buildimage_archive::created::{now_rfc3339, rfc3339_seconds};
 use buildimage_layer::DEFAULT_MTIME;
-use buildimage_pipeline::{BaseRequest, BuildImage, RootScript, StoreSource, host_architecture};
+use buildimage_pipeline::{
+    BaseRequest, BuildImage, BuildLayered, RootScript, StoreOwner, StoreSource, host_architecture,
+};
 
+use crate::spec::layered::LayeredSpec;
 use crate::spec::{Created, Spec};
 
 /// What resolving a spec takes from outside it.
@@ -35,6 +38,14 @@ pub enum RequestError {
         needs: &'static str,
         /// What is missing without it.
         why: &'static str,
+    },
+    /// A time before 1970, which a tar header cannot hold.
+    #[error("Key `{key}`: {value} is before 1970-01-01, which a layer cannot record")]
+    BeforeEpoch {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
     },
     /// `SOURCE_DATE_EPOCH` is not a number of seconds.
     #[error("SOURCE_DATE_EPOCH must be a non-negative integer of seconds, got {got:?}")]
@@ -84,6 +95,59 @@ pub fn build_image(spec: &Spec, context: &Context) -> Result<BuildImage, Request
             script,
             shell: spec.run_as_root_shell.clone(),
         }),
+        include_nix_db: spec.include_nix_db,
+        store: StoreSource {
+            root: context.store.clone(),
+            closure_info: context
+                .closure_info
+                .clone()
+                .or_else(|| spec.closure_info.clone()),
+        },
+        mtime: source_date_epoch(context.source_date_epoch.as_deref())?,
+    })
+}
+
+/// The request that `buildimage build-layered` and `stream-layered` run for `spec`.
+pub fn build_layered(spec: &LayeredSpec, context: &Context) -> Result<BuildLayered, RequestError> {
+    let store_mtime = match &spec.mtime {
+        Created::Now => context.now,
+        Created::Fixed(text) => rfc3339_seconds(text).unwrap_or(0),
+    };
+    let store_mtime = u64::try_from(store_mtime).map_err(|_| RequestError::BeforeEpoch {
+        key: "mtime",
+        value: match &spec.mtime {
+            Created::Fixed(text) => text.clone(),
+            Created::Now => "now".to_owned(),
+        },
+    })?;
+    Ok(BuildLayered {
+        name: spec.name.clone(),
+        tag: spec.tag.clone(),
+        from_image: spec.from_image.clone().map(|path| BaseRequest {
+            path,
+            name: None,
+            tag: None,
+        }),
+        contents: spec.contents.clone(),
+        config: spec.config.clone(),
+        architecture: spec.architecture.clone().unwrap_or_else(host_architecture),
+        created: match &spec.created {
+            Created::Fixed(text) => text.clone(),
+            Created::Now => now_rfc3339(context.now),
+        },
+        store_owner: StoreOwner {
+            uid: spec.uid,
+            gid: spec.gid,
+            uname: spec.uname.clone(),
+            gname: spec.gname.clone(),
+        },
+        store_mtime,
+        max_layers: usize::try_from(spec.max_layers).unwrap_or(usize::MAX),
+        layering: spec.layering_pipeline.clone(),
+        extra_commands: spec.extra_commands.clone(),
+        fake_root_commands: spec.fake_root_commands.clone(),
+        enable_fakechroot: spec.enable_fakechroot,
+        include_store_paths: spec.include_store_paths,
         include_nix_db: spec.include_nix_db,
         store: StoreSource {
             root: context.store.clone(),

@@ -1,16 +1,23 @@
-//! What goes into a layer built here: the layer's own entries, then the store closure they
-//! need, leaving out what the base image already has.
+//! What goes into a layer built here: `buildImage`'s layer (its own entries, then the
+//! store closure they need, less what the base image already has), and the store layers
+//! of a layered image (store paths, whole).
 
 use std::cell::RefCell;
 use std::path::PathBuf;
 
 use buildimage_archive::BaseFs;
-use buildimage_layer::{Entry, EntryKind, LayerEntries, Owner, Tree, for_each_by_path};
+use buildimage_layer::{
+    Entry, EntryKind, LayerEntries, Owner, Tree, for_each_by_path, for_each_in_tree,
+};
 use buildimage_nixdb::{Closure, Store, StorePath};
 
 /// Mode of the `/nix` and `/nix/store` entries added in front of a closure: every user can
 /// traverse them, as in nixpkgs' `buildImage`.
 const NIX_DIR_MODE: u32 = 0o555;
+
+/// Mode of the `/nix` and `/nix/store` entries of a store layer, as nixpkgs'
+/// `streamLayeredImage` writes them.
+const STORE_LAYER_DIR_MODE: u32 = 0o755;
 
 /// Closure entries kept in memory at most (about 400 bytes each): a larger closure is
 /// listed again for writing instead.
@@ -31,15 +38,22 @@ pub struct OwnLayer<'a> {
     own: Vec<Entry>,
     closure: Vec<(StorePath, PathBuf)>,
     /// The closure's entries as the first complete listing left them.
-    listed: RefCell<Listed>,
+    listing: Listing,
     tree: &'a Tree,
     base: &'a BaseFs,
     mtime: u64,
 }
 
-/// What the first complete listing of the closure left for the next.
+/// Entries listed from the host: kept after the first complete listing when they are few,
+/// listed again otherwise.
+#[derive(Default)]
+struct Listing(RefCell<Listed>);
+
+/// What the first complete listing left for the next.
+#[derive(Default)]
 enum Listed {
     /// Not listed yet (or the listing failed).
+    #[default]
     NotYet,
     /// Few enough entries to keep: listing twice costs more than holding them.
     Kept(Vec<Entry>),
@@ -65,7 +79,7 @@ impl<'a> OwnLayer<'a> {
         OwnLayer {
             own,
             closure,
-            listed: RefCell::new(Listed::NotYet),
+            listing: Listing::default(),
             tree,
             base,
             mtime,
@@ -126,15 +140,34 @@ impl LayerEntries for OwnLayer<'_> {
                 })?;
             }
         }
-        if let Listed::Kept(listed) = &*self.listed.borrow() {
+        self.listing.each(&|f| self.walk_closure(f), f)
+    }
+
+    /// The layer's own entries: nixpkgs takes the checksum before appending the closure.
+    fn checksummed(&self) -> Option<usize> {
+        Some(self.own.len())
+    }
+}
+
+/// A function given each entry in turn.
+type Visit<'f> = dyn FnMut(&Entry) -> buildimage_layer::Result<()> + 'f;
+
+impl Listing {
+    /// Calls `f` with the entries `walk` lists, or with those kept from its first listing.
+    fn each(
+        &self,
+        walk: &dyn Fn(&mut Visit<'_>) -> buildimage_layer::Result<()>,
+        f: &mut Visit<'_>,
+    ) -> buildimage_layer::Result<()> {
+        if let Listed::Kept(listed) = &*self.0.borrow() {
             return listed.iter().try_for_each(f);
         }
-        if matches!(*self.listed.borrow(), Listed::TooMany) {
-            return self.walk_closure(f);
+        if matches!(*self.0.borrow(), Listed::TooMany) {
+            return walk(f);
         }
         // The first listing (the writer's plan) keeps what it passes on, up to a point.
         let mut kept = Some(Vec::new());
-        self.walk_closure(&mut |entry: &Entry| {
+        walk(&mut |entry: &Entry| {
             if let Some(list) = &mut kept {
                 if list.len() < KEEP_ENTRIES {
                     list.push(entry.clone());
@@ -144,13 +177,67 @@ impl LayerEntries for OwnLayer<'_> {
             }
             f(entry)
         })?;
-        *self.listed.borrow_mut() = kept.map_or(Listed::TooMany, Listed::Kept);
+        *self.0.borrow_mut() = kept.map_or(Listed::TooMany, Listed::Kept);
         Ok(())
     }
+}
 
-    /// The layer's own entries: nixpkgs takes the checksum before appending the closure.
-    fn checksummed(&self) -> Option<usize> {
-        Some(self.own.len())
+/// A store layer of a layered image: `/nix/` and `/nix/store/` (mode 0755), then each of
+/// its store paths whole, in the layer's order, each in tree order, with absolute names
+/// (`/nix/store/…`), as nixpkgs' `streamLayeredImage` writes them; every entry gets the
+/// layer's owner and time.
+pub struct StoreLayer {
+    paths: Vec<(StorePath, PathBuf)>,
+    owner: Owner,
+    mtime: u64,
+    listing: Listing,
+}
+
+impl StoreLayer {
+    /// A layer of `paths` (read from `store`), owned by `owner`, dated `mtime`.
+    pub fn new(paths: &[StorePath], store: &Store, owner: Owner, mtime: u64) -> Self {
+        StoreLayer {
+            paths: paths
+                .iter()
+                .map(|p| (p.clone(), store.host_path(p)))
+                .collect(),
+            owner,
+            mtime,
+            listing: Listing::default(),
+        }
+    }
+
+    /// The store paths the layer holds, in its order.
+    pub fn paths(&self) -> impl Iterator<Item = &StorePath> {
+        self.paths.iter().map(|(p, _)| p)
+    }
+
+    fn walk(
+        &self,
+        f: &mut dyn FnMut(&Entry) -> buildimage_layer::Result<()>,
+    ) -> buildimage_layer::Result<()> {
+        for (path, host) in &self.paths {
+            for_each_in_tree(host, path.as_str().as_bytes(), &self.owner, self.mtime, f)?;
+        }
+        Ok(())
+    }
+}
+
+impl LayerEntries for StoreLayer {
+    fn each(
+        &self,
+        f: &mut dyn FnMut(&Entry) -> buildimage_layer::Result<()>,
+    ) -> buildimage_layer::Result<()> {
+        for name in ["/nix/", "/nix/store/"] {
+            f(&Entry {
+                name: name.as_bytes().to_vec(),
+                kind: EntryKind::Directory,
+                mode: STORE_LAYER_DIR_MODE,
+                owner: self.owner.clone(),
+                mtime: self.mtime,
+            })?;
+        }
+        self.listing.each(&|f| self.walk(f), f)
     }
 }
 

@@ -9,8 +9,10 @@ use std::fmt;
 pub enum Input {
     /// The base image (`fromImage`).
     FromImage,
-    /// A folder copied into the image (`copyToRoot`, `contents`).
+    /// A folder copied into the image (`copyToRoot`, `buildImage`'s `contents`).
     CopyToRoot,
+    /// A store path linked into a layered image (`contents`).
+    Contents,
     /// The closure listing given with the store (`closureInfo`).
     ClosureInfo,
     /// The Nix database put into the image (`includeNixDB`).

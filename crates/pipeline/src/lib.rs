@@ -71,6 +71,7 @@ mod compose;
 mod database;
 mod error;
 mod events;
+mod layered;
 pub mod layering;
 mod scripts;
 mod store;
@@ -83,9 +84,10 @@ use buildimage_layer::Cancel;
 
 pub use base::{Base, BaseRequest};
 pub use build::{BuildImage, Built, build_image};
-pub use compose::OwnLayer;
+pub use compose::{OwnLayer, StoreLayer};
 pub use error::{Error, Input, Result};
 pub use events::{Events, Silent, Stage};
+pub use layered::{BuildLayered, BuiltLayered, LayerReport, StoreOwner, build_layered};
 pub use scripts::RootScript;
 pub use store::{StoreSource, find_roots};
 

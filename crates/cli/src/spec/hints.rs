@@ -60,10 +60,9 @@ impl fmt::Display for UnknownKeyHint {
 pub(crate) struct Keys {
     /// Every key the spec takes.
     pub known: &'static [&'static str],
-    /// Arguments of the other dockerTools functions that this one does not take.
-    pub foreign: &'static [&'static str],
-    /// The functions that take `foreign`.
-    pub foreign_function: &'static str,
+    /// Arguments of the other dockerTools functions that this one does not take, with the
+    /// functions that take them.
+    pub foreign: &'static [(&'static str, &'static str)],
     /// The function whose spec this is.
     pub function: &'static str,
 }
@@ -76,9 +75,9 @@ pub(crate) fn hint_for(key: &str, keys: &Keys) -> UnknownKeyHint {
     {
         return UnknownKeyHint::DockerConfigField;
     }
-    if keys.foreign.contains(&key) {
+    if let Some((_, function)) = keys.foreign.iter().find(|(k, _)| *k == key) {
         return UnknownKeyHint::ArgumentOf {
-            function: keys.foreign_function,
+            function,
             not: keys.function,
         };
     }
@@ -101,8 +100,7 @@ mod tests {
 
     const KEYS: Keys = Keys {
         known: &["name", "fromImage", "tag"],
-        foreign: &["maxLayers"],
-        foreign_function: "buildLayeredImage",
+        foreign: &[("maxLayers", "buildLayeredImage")],
         function: "buildImage",
     };
 

@@ -38,6 +38,7 @@
 mod hints;
 mod json;
 mod keys;
+pub mod layered;
 #[cfg(test)]
 mod tests;
 
@@ -85,15 +86,19 @@ const KNOWN_KEYS: [&str; 23] = [
 
 /// Arguments of nixpkgs `buildLayeredImage`/`streamLayeredImage` that
 /// `buildImage` does not take.
-const LAYERED_IMAGE_ARGUMENTS: [&str; 7] = [
-    "maxLayers",
-    "fakeRootCommands",
-    "enableFakechroot",
-    "includeStorePaths",
-    "layeringPipeline",
-    "uname",
-    "gname",
+const LAYERED_IMAGE_ARGUMENTS: [(&str, &str); 8] = [
+    ("maxLayers", LAYERED_FUNCTIONS),
+    ("fakeRootCommands", LAYERED_FUNCTIONS),
+    ("enableFakechroot", LAYERED_FUNCTIONS),
+    ("includeStorePaths", LAYERED_FUNCTIONS),
+    ("layeringPipeline", LAYERED_FUNCTIONS),
+    ("uname", LAYERED_FUNCTIONS),
+    ("gname", LAYERED_FUNCTIONS),
+    ("mtime", LAYERED_FUNCTIONS),
 ];
+
+/// How the layered functions are named in hints.
+const LAYERED_FUNCTIONS: &str = "buildLayeredImage and streamLayeredImage";
 
 /// The compression of the whole archive (`compressor`, docs/formats.md §3.4).
 pub use buildimage_archive::Compressor;
@@ -168,9 +173,9 @@ pub struct Spec {
 
 /// A parsed spec and the warnings to print on standard error.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Parsed {
+pub struct Parsed<T = Spec> {
     /// The spec.
-    pub spec: Spec,
+    pub spec: T,
     /// Warnings, one message each, in a fixed order.
     pub warnings: Vec<String>,
 }
@@ -204,7 +209,6 @@ impl fmt::Display for KeyPath {
 const BUILD_IMAGE_KEYS: Keys = Keys {
     known: &KNOWN_KEYS,
     foreign: &LAYERED_IMAGE_ARGUMENTS,
-    foreign_function: "buildLayeredImage and streamLayeredImage",
     function: "buildImage",
 };
 
@@ -271,17 +275,36 @@ pub enum SpecError {
         /// The `name` argument.
         name: String,
     },
-    /// `created` is neither `"now"` nor an RFC 3339 date-time.
+    /// `created` (or `mtime`) is neither `"now"` nor an RFC 3339 date-time.
     #[error(
-        "Key `created`: expected \"now\" or an RFC 3339 date-time \
+        "Key `{key}`: expected \"now\" or an RFC 3339 date-time \
          YYYY-MM-DDTHH:MM:SS[.fraction] followed by Z or ±HH:MM, \
          such as 1970-01-01T00:00:01Z, got {got}: {reason}"
     )]
     InvalidCreated {
+        /// The key: `created` or `mtime`.
+        key: &'static str,
         /// The value found, shortened.
         got: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A `layeringPipeline` that is not a valid list of steps.
+    #[error("Key `layeringPipeline`{at}: {message}")]
+    InvalidPipeline {
+        /// Where in the list: `[1][2]`.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `maxLayers` leaves no layer for store paths.
+    #[error(
+        "Key `maxLayers`: expected a number greater than 1 (the customisation layer takes \
+         one layer), got {got}"
+    )]
+    TooFewLayers {
+        /// The value found.
+        got: u64,
     },
 }
 
@@ -394,19 +417,25 @@ fn copy_to_root(
 }
 
 fn opt_created(map: &Map<String, Value>) -> Result<Created, SpecError> {
-    match present(map, "created") {
+    opt_time(map, "created")
+}
+
+/// A time key (`created`, `mtime`): `"now"`, an RFC 3339 date-time, or null.
+fn opt_time(map: &Map<String, Value>, key: &'static str) -> Result<Created, SpecError> {
+    match present(map, key) {
         None => Ok(Created::default()),
         Some(Value::String(s)) if s == "now" => Ok(Created::Now),
         Some(Value::String(s)) => match check_rfc3339(s) {
             Ok(()) => Ok(Created::Fixed(s.clone())),
             Err(reason) => Err(SpecError::InvalidCreated {
+                key,
                 got: describe_str(s),
                 reason,
             }),
         },
         Some(other) => {
             let expected = "\"now\", an RFC 3339 date-time string, or null";
-            Err(invalid("created", expected, other))
+            Err(invalid(key, expected, other))
         }
     }
 }

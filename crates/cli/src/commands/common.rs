@@ -1,0 +1,105 @@
+//! What the build commands share: reading the spec, the request's context, the output
+//! they write into, and how it is committed.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use buildimage_archive::{Compressed, Compressor, Counting, DockerArchive, Layout, Output};
+use buildimage_cli::request::Context as RequestContext;
+
+use crate::signals::Signals;
+
+/// Reads the spec and returns its text and the folder its relative paths start from.
+pub fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("Cannot read the spec from standard input")?;
+        return Ok((text, std::env::current_dir()?));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("Cannot read the spec {}", path.display()))?;
+    let dir = std::path::absolute(path)?
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_owned);
+    Ok((text, dir))
+}
+
+/// `--json` needs standard output for itself.
+pub fn refuse_json_on_stdout(json: bool, dest: &Path) -> Result<()> {
+    if json && dest == Path::new("-") {
+        bail!("--json prints to standard output, which -o - already uses for the image");
+    }
+    Ok(())
+}
+
+/// What resolving a spec takes from the environment and the options.
+pub fn context(store: &Path, closure_info: Option<&Path>) -> RequestContext {
+    RequestContext {
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        store: store.to_owned(),
+        closure_info: closure_info.map(Path::to_owned),
+    }
+}
+
+/// A docker-archive being written to its output: a temporary file beside OUT, or a
+/// stream, through the whole-archive compressor.
+pub struct Target {
+    /// The archive, the destination the pipeline writes into.
+    pub archive: DockerArchive<Compressed<Counting<Output>>>,
+    /// Where it goes, for messages (`-` for standard output).
+    pub shown: PathBuf,
+}
+
+impl Target {
+    /// Opens `dest` (mode 0666 less the caller's umask) for an archive in `layout`.
+    pub fn open(
+        dest: &Path,
+        user_umask: u32,
+        compressor: Compressor,
+        layout: Layout,
+    ) -> Result<Self> {
+        let output = Output::open(dest, 0o666 & !user_umask)?;
+        let shown = output.dest();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let stream = Compressed::new(Counting::new(output), compressor, threads)
+            .context("Cannot start the compressor")?;
+        Ok(Target {
+            archive: DockerArchive::new(stream, layout),
+            shown,
+        })
+    }
+
+    /// Ends the archive and makes it visible at its path; returns the bytes written.
+    pub fn commit(self, signals: &Signals) -> Result<u64> {
+        let shown = self.shown;
+        let written = || format!("Writing {} failed", shown.display());
+        let counted = self
+            .archive
+            .into_inner()
+            .with_context(written)?
+            .finish()
+            .with_context(written)?;
+        let size = counted.count();
+        if signals.received().is_some() {
+            bail!("Interrupted");
+        }
+        counted.into_inner().commit()?;
+        Ok(size)
+    }
+
+    /// The output's absolute path for `--json` (`-` for standard output).
+    pub fn out_path(&self) -> PathBuf {
+        if self.shown == Path::new("-") {
+            self.shown.clone()
+        } else {
+            std::path::absolute(&self.shown).unwrap_or_else(|_| self.shown.clone())
+        }
+    }
+}
