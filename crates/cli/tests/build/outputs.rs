@@ -7,13 +7,13 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{
-    Image, Scratch, buildimage, buildimage_with_umask, mkdir, names, run_err, run_ok, sha256_hex,
-    stderr, write,
+use super::test_dir;
+use buildimage_test_support::{
+    Buildimage, Image, TestDir, mkdir, names, sha256_hex, stderr, write,
 };
 
 /// A spec using the deprecated `contents`, so that the build prints a warning.
-fn warning_spec(scratch: &Scratch, compressor: &str) -> std::path::PathBuf {
+fn warning_spec(scratch: &TestDir, compressor: &str) -> std::path::PathBuf {
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("f"), b"f", 0o644);
@@ -25,23 +25,23 @@ fn warning_spec(scratch: &Scratch, compressor: &str) -> std::path::PathBuf {
 #[test]
 fn output_to_stdout_is_the_archive_and_nothing_else() {
     for compressor in ["none", "gz", "zstd"] {
-        let scratch = Scratch::new();
+        let scratch = test_dir();
         let spec_path = warning_spec(&scratch, compressor);
         let file = scratch.join("image");
-        run_ok(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(&spec_path)
-                .arg("-o")
-                .arg(&file),
-        );
-        let output = run_ok(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(&spec_path)
-                .arg("-o")
-                .arg("-"),
-        );
+        Buildimage::new()
+            .cwd(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(&file)
+            .run_ok();
+        let output = Buildimage::new()
+            .cwd(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg("-")
+            .run_ok();
         let stderr = stderr(&output);
         assert!(
             stderr
@@ -59,7 +59,7 @@ fn output_to_stdout_is_the_archive_and_nothing_else() {
 
 #[test]
 fn json_prints_one_object_describing_the_image() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("f"), b"f", 0o644);
@@ -73,14 +73,14 @@ fn json_prints_one_object_describing_the_image() {
   "meta": { "z": 1, "a": 2 }
 }"#;
     let spec_path = scratch.spec_text(spec_text);
-    let output = run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("image.tar")
-            .arg("--json"),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg("image.tar")
+        .arg("--json")
+        .run_ok();
     let values: Vec<Value> = serde_json::Deserializer::from_slice(&output.stdout)
         .into_iter::<Value>()
         .collect::<Result<_, _>>()
@@ -149,16 +149,16 @@ fn json_prints_one_object_describing_the_image() {
 fn json_with_output_to_stdout_is_refused_up_front() {
     // Standard output cannot carry both the image and the report: the combination is
     // refused before anything is written, saying why.
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = scratch.spec(&json!({ "name": "both", "tag": "t", "compressor": "none" }));
-    let output = run_err(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("-")
-            .arg("--json"),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg("-")
+        .arg("--json")
+        .run_err();
     assert!(output.stdout.is_empty(), "nothing on standard output");
     let stderr = stderr(&output);
     assert!(
@@ -180,13 +180,17 @@ fn default_output_names_follow_the_compressor() {
             &[0x28, 0xb5, 0x2f, 0xfd][..],
         ),
     ] {
-        let scratch = Scratch::new();
+        let scratch = test_dir();
         let mut spec = json!({ "name": "registry-1.docker.io/Some/App", "tag": "t" });
         if let Some(compressor) = compressor {
             spec["compressor"] = json!(compressor);
         }
         let spec_path = scratch.spec(&spec);
-        run_ok(buildimage(scratch.path()).arg("build").arg(&spec_path));
+        Buildimage::new()
+            .cwd(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .run_ok();
         assert_eq!(
             names(scratch.path()),
             [file, "spec.json"],
@@ -204,25 +208,25 @@ fn default_output_names_follow_the_compressor() {
 
 #[test]
 fn existing_output_is_replaced_by_a_complete_image() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = scratch.spec(&json!({ "name": "replace", "tag": "t", "compressor": "gz" }));
     let out = scratch.join("image.tar.gz");
     write(&out, b"an older image", 0o600);
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&out),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(&out)
+        .run_ok();
     let fresh = scratch.join("fresh.tar.gz");
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&fresh),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(&fresh)
+        .run_ok();
     assert!(fs::read(&out).expect("read OUT") == fs::read(&fresh).expect("read the fresh image"));
     assert_eq!(
         names(scratch.path()),
@@ -233,7 +237,7 @@ fn existing_output_is_replaced_by_a_complete_image() {
 
 #[test]
 fn existing_output_is_left_unchanged_when_the_build_fails() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let out = scratch.join("image.tar");
     let old = b"an older image, still wanted".as_slice();
     for spec in [
@@ -244,13 +248,13 @@ fn existing_output_is_left_unchanged_when_the_build_fails() {
     ] {
         write(&out, old, 0o640);
         let spec_path = scratch.spec(&spec);
-        let output = run_err(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(&spec_path)
-                .arg("-o")
-                .arg(&out),
-        );
+        let output = Buildimage::new()
+            .cwd(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg(&out)
+            .run_err();
         assert!(
             fs::read(&out).expect("read OUT") == old,
             "OUT changed: {}",
@@ -264,16 +268,16 @@ fn existing_output_is_left_unchanged_when_the_build_fails() {
 
 #[test]
 fn output_into_a_missing_folder_fails_naming_it() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = scratch.spec(&json!({ "name": "nowhere", "tag": "t" }));
     let out = scratch.join("missing/sub/image.tar.gz");
-    let output = run_err(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&out),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(&out)
+        .run_err();
     let stderr = stderr(&output);
     assert!(
         stderr.contains(&*scratch.join("missing/sub").to_string_lossy()),
@@ -291,15 +295,16 @@ fn output_file_mode_follows_the_caller_umask() {
         ("077", 0o600),
         ("002", 0o664),
     ] {
-        let scratch = Scratch::new();
+        let scratch = test_dir();
         let spec_path = scratch.spec(&json!({ "name": "mode", "tag": "t" }));
-        run_ok(
-            buildimage_with_umask(scratch.path(), umask)
-                .arg("build")
-                .arg(&spec_path)
-                .arg("-o")
-                .arg("image.tar.gz"),
-        );
+        Buildimage::new()
+            .cwd(scratch.path())
+            .umask(umask)
+            .arg("build")
+            .arg(&spec_path)
+            .arg("-o")
+            .arg("image.tar.gz")
+            .run_ok();
         let actual = fs::metadata(scratch.join("image.tar.gz"))
             .expect("stat the image")
             .permissions()
@@ -314,16 +319,16 @@ fn output_file_mode_follows_the_caller_umask() {
 #[test]
 fn output_to_a_fifo_streams_into_it_and_keeps_it() {
     use std::os::unix::fs::FileTypeExt;
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = warning_spec(&scratch, "none");
     let file = scratch.join("image");
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&file),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(&file)
+        .run_ok();
     let fifo = scratch.join("pipe");
     let status = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -334,13 +339,13 @@ fn output_to_a_fifo_streams_into_it_and_keeps_it() {
         let fifo = fifo.clone();
         std::thread::spawn(move || fs::read(&fifo).expect("read the fifo"))
     };
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&fifo),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(&fifo)
+        .run_ok();
     let streamed = reader.join().expect("reader thread");
     assert!(streamed == fs::read(&file).expect("read the image"));
     let kind = fs::symlink_metadata(&fifo)
@@ -351,19 +356,19 @@ fn output_to_a_fifo_streams_into_it_and_keeps_it() {
 
 #[test]
 fn output_through_a_symlink_replaces_its_target_and_keeps_the_link() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = warning_spec(&scratch, "none");
     mkdir(&scratch.join("images"), 0o755);
     write(&scratch.join("images/current.tar"), b"old", 0o644);
     std::os::unix::fs::symlink("images/current.tar", scratch.join("link.tar"))
         .expect("make the link");
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(scratch.join("link.tar")),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(scratch.join("link.tar"))
+        .run_ok();
     let link = fs::symlink_metadata(scratch.join("link.tar")).expect("stat the link");
     assert!(link.file_type().is_symlink(), "the link was replaced");
     let image = fs::read(scratch.join("images/current.tar")).expect("read the target");

@@ -1,5 +1,5 @@
 //! A source tree with every odd thing a file system holds, packed and read back by
-//! `skopeo copy` + `umoci unpack` ([`crate::support::unpack_oci`]): what comes out must be
+//! `skopeo copy` + `umoci unpack` ([`crate::unpack_oci`]): what comes out must be
 //! what went in, as the README says it is packed (sockets skipped with a warning, hard
 //! links as separate files, symlinks kept as they are, the root made `ug+w`).
 //!
@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{Mode, SFlag, major, makedev, minor, mknod};
 use serde_json::json;
 
-use super::require_root;
-use crate::build::{Scratch, buildimage, chmod, ln_s, mkdir, run_ok, sha256_hex, stderr, write};
-use crate::support;
+use buildimage_test_support::{
+    Buildimage, chmod, ln_s, mkdir, require_root, sha256_hex, stderr, unpack_oci, write,
+};
+
+use super::test_dir;
 
 /// `root/` followed by raw name bytes.
 fn at(root: &Path, name: &[u8]) -> PathBuf {
@@ -163,20 +165,20 @@ fn walk(root: &Path, rel: &Path, lines: &mut Vec<(Vec<u8>, String)>) {
 #[test]
 fn odd_source_tree_is_read_back_identically_by_umoci() {
     require_root("it creates device nodes and umoci keeps owners only as root");
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     let _listener = odd_tree(&root);
     let (stderr, image) = {
         let out = scratch.join("image.tar");
-        let output = run_ok(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(scratch.spec(&json!({
-                    "name": "odd", "tag": "t", "copyToRoot": "root", "compressor": "none",
-                })))
-                .arg("-o")
-                .arg(&out),
-        );
+        let output = Buildimage::new()
+            .cwd(scratch.path())
+            .arg("build")
+            .arg(scratch.spec(&json!({
+                "name": "odd", "tag": "t", "copyToRoot": "root", "compressor": "none",
+            })))
+            .arg("-o")
+            .arg(&out)
+            .run_ok();
         (stderr(&output), out)
     };
     assert!(
@@ -201,7 +203,7 @@ fn odd_source_tree_is_read_back_identically_by_umoci() {
             .any(|l| l.starts_with("c 0666 0:0 ./char-null"))
     );
 
-    let unpacked = support::unpack_oci(&image);
+    let unpacked = unpack_oci(&image);
     let got = describe(&unpacked.rootfs());
     let missing: Vec<&String> = expected.iter().filter(|l| !got.contains(l)).collect();
     let extra: Vec<&String> = got.iter().filter(|l| !expected.contains(l)).collect();
