@@ -1,5 +1,5 @@
-//! De-duplication of the layer's store closure against the base (buildimage.md section 5
-//! and Q3): a store file the base already has is not packed again, file by file, and
+//! De-duplication of the layer's store closure against the base (docs/formats.md
+//! §5.6): a store file the base already has is not packed again, file by file, and
 //! neither are `./nix/` and `./nix/store/`; a store path that a later base layer deletes
 //! (`.wh.NAME`) or hides (`.wh..wh..opq`) is packed again.
 //!
@@ -236,7 +236,7 @@ fn store_files_are_deduplicated_one_by_one_against_the_base() {
     assert_hello_runs(&child);
 }
 
-/// Q3: nixpkgs counts a path that a later base layer whites out as present, so the store
+/// docs/formats.md §5.6: nixpkgs counts a path that a later base layer whites out as present, so the store
 /// path is missing from its image. buildimage applies the whiteout and packs it again;
 /// `/nix/store` itself is still there, so `./nix/` and `./nix/store/` are not added.
 #[test]
@@ -361,7 +361,7 @@ fn store_paths_under_absolute_names_in_a_base_layer_are_not_packed_again() {
     assert_hello_runs(&child);
 }
 
-/// Q2: only the selected image's layers count. In an archive of A (which has `hello`'s
+/// docs/formats.md §5.4 and §5.6: only the selected image's layers count. In an archive of A (which has `hello`'s
 /// closure) and B (which has not), a child of B packs the closure, `./nix/` and
 /// `./nix/store/` included; nixpkgs would look at A's layers too and leave them out.
 #[test]

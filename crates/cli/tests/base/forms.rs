@@ -1,4 +1,4 @@
-//! Base archives in the forms found in the wild (buildimage.md Q6, validators.md section 2):
+//! Base archives in the forms found in the wild (docs/formats.md §5.1 and §12.1):
 //! saved by Docker, copied by skopeo, compressed whole or per layer whatever the file name
 //! says, and in the layout of nixpkgs' `streamLayeredImage` (scenario `layered-on-top`).
 
@@ -224,8 +224,8 @@ fn base_with_gzip_compressed_layers_is_stored_uncompressed_and_loads() {
     assert_child_runs(&docker, &child);
 }
 
-/// The same with zstd layers, which Docker 20.10 cannot load itself (validators.md,
-/// section 2): stored uncompressed, the child loads and runs.
+/// The same with zstd layers, which Docker 20.10 cannot load itself (docs/formats.md
+/// §12.1): stored uncompressed, the child loads and runs.
 #[test]
 fn base_with_zstd_compressed_layers_is_stored_uncompressed_and_loads() {
     let case = Case::new();
@@ -235,7 +235,7 @@ fn base_with_zstd_compressed_layers_is_stored_uncompressed_and_loads() {
     assert_child_runs(&docker, &child);
 }
 
-/// Q6: the layout `docker save` writes since Docker 25, an OCI layout (`oci-layout`,
+/// docs/formats.md §5.1: the layout `docker save` writes since Docker 25, an OCI layout (`oci-layout`,
 /// `index.json`, `blobs/sha256/…`, here with one unused blob too) plus `manifest.json`
 /// whose `Config` and `Layers` name blobs. The output is a plain legacy archive: no
 /// `index.json`, `oci-layout` or `blobs/` carried over.

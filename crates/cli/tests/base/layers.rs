@@ -9,7 +9,7 @@ use super::{Case, lines_starting};
 
 /// `layersOrder`: three images chained with `fromImage`, each writing `tmp/layerN` and
 /// the shared `tmp/shared`. The top layer wins, the base layers keep their order, and the
-/// base history is kept as it is (Q4: nixpkgs would rewrite every `created`).
+/// base history is kept as it is (docs/formats.md §4.4: nixpkgs would rewrite every `created`).
 #[test]
 fn layers_order_three_chained_images_keep_base_layers_first_and_top_layer_wins() {
     let case = Case::new();
@@ -230,7 +230,7 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
     let mut config = archive.config();
     let id = config["rootfs"]["diff_ids"][0].clone();
     config["rootfs"]["diff_ids"] = json!([id, id]);
-    // One history entry for two layers: buildimage falls back to one per layer (Q4).
+    // One history entry for two layers: buildimage falls back to one per layer (docs/formats.md §4.4).
     archive.set_config(&config);
     archive.save(&case.join("repeated.tar"));
 
@@ -318,7 +318,7 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
     );
 }
 
-/// Q4: the base history is copied as it is (`empty_layer` entries, `created_by`,
+/// docs/formats.md §4.4: the base history is copied as it is (`empty_layer` entries, `created_by`,
 /// `comment`, its own dates) and one entry is appended for the new layer; nixpkgs would
 /// write one `{"created": …}` per layer instead.
 #[test]

@@ -1,4 +1,4 @@
-//! `fromImageName` and `fromImageTag` on an archive holding two images (buildimage.md Q2):
+//! `fromImageName` and `fromImageTag` on an archive holding two images (docs/formats.md §5.4):
 //! the pair selects by exact `name:tag`, a pair that matches nothing is an error listing
 //! the tags found, a lone name is ignored with a warning.
 

@@ -1,4 +1,4 @@
-//! The layer's entries (buildimage.md section 4): names, order, owners, times, modes, and
+//! The layer's entries (docs/formats.md §1.4–1.6): names, order, owners, times, modes, and
 //! how `copyToRoot` items are copied.
 
 use std::ffi::OsStr;

@@ -1,5 +1,5 @@
-//! Identical inputs give identical bytes, whatever the machine's state (cli-contract.md,
-//! "Output"); the automatic tag and `created = "now"` (buildimage.md sections 3 and 10).
+//! Identical inputs give identical bytes, whatever the machine's state (docs/formats.md
+//! §13.2); the automatic tag and `created = "now"` (§4.8).
 
 use std::fs::{self, File};
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! `extraCommands` (buildimage.md section 4, step 3): run in the layer root, their files
+//! `extraCommands` (docs/formats.md §1.6): run in the layer root, their files
 //! packed, their failure a failed build that leaves nothing behind.
 
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! The docker-archive around the layer (buildimage.md sections 8 and 9): outer members,
+//! The docker-archive around the layer (docs/formats.md §3 and §4): outer members,
 //! `manifest.json`, `repositories`, the image config and the layer `json`.
 
 use serde_json::json;
@@ -121,7 +121,7 @@ fn image_config_is_sorted_with_env_created_rootfs_and_history() {
         .to_owned();
     assert!(!arch.is_empty());
     // jq's pretty print: keys of `config` sorted at every level, Env kept in its order,
-    // no preferLocalBuild (section 14, Q1).
+    // no preferLocalBuild (docs/formats.md §4.2).
     let expected = format!(
         r#"{{
   "architecture": "{arch}",

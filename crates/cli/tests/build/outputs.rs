@@ -1,5 +1,5 @@
 //! Where the image goes (`-o`, the default name, standard output) and what `--json`
-//! reports (cli-contract.md).
+//! reports (docs/formats.md §13.2).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

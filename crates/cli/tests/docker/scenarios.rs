@@ -1,5 +1,5 @@
 //! The scenarios of nixpkgs' `docker-tools` tests and examples that pure mode can build
-//! (buildimage.md, section 15), adapted to a busybox root instead of Nix packages.
+//! (docs/formats.md §14), adapted to a busybox root instead of Nix packages.
 
 use std::fs;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! `includeNixDB`: the database in the image is one the real `nix-store` accepts as it is,
 //! and it says what the source store says about every path of the closure of `copyToRoot`;
-//! paths the image holds only for its config are not in it (nix-store.md, sections 6, 9-11).
+//! paths the image holds only for its config are not in it (docs/formats.md §10 and §11).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -18,7 +18,7 @@ use buildimage_test_support::{run_ok, unpack_oci};
 const DB: &str = "nix/var/nix/db/db.sqlite";
 
 /// Words `nix-store --verify` prints when it repairs or rejects something: it exits 0
-/// after a repair, so its output is what tells (nix-store.md, section 11.4).
+/// after a repair, so its output is what tells (docs/formats.md §10.5).
 /// (`warning: not all store errors were fixed` contains `error`.)
 const REPAIRS: [&str; 6] = [
     "fixing",
@@ -40,7 +40,7 @@ fn spec(copy_to_root: &str, config: &Value) -> Value {
     })
 }
 
-/// The checks of nix-store.md, section 11.5, on the unpacked image `rootfs`: the files,
+/// The checks of docs/formats.md §12.6, on the unpacked image `rootfs`: the files,
 /// the rows (exactly `registered`), `nix-store --verify --check-contents` on a copy, and
 /// references, closures, hashes and sizes as `nix-store` reads them, against the source
 /// store; then the GC roots (exactly `gcroots`).

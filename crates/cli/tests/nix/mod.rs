@@ -1,7 +1,7 @@
 //! End-to-end tests of `buildimage build` against a real Nix store.
 //!
 //! Debian's `nix-build` (Nix 2.8) fills a chroot store `R` with real, input-addressed store
-//! paths whose references Nix computed itself (nix-store.md, section 11.2): a package and its
+//! paths whose references Nix computed itself (docs/formats.md §12.5): a package and its
 //! dependency, a store path that is a single symlink, a `buildEnv`-like image root, a static
 //! busybox with an image root of its own, and a path nothing refers to. The binary builds
 //! images from `--store R`; skopeo and umoci unpack them; `nix-store` checks the database of

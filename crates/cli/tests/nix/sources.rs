@@ -211,7 +211,7 @@ fn database_scanning_and_closure_info_give_byte_identical_images_with_nix_db() {
 fn closure_info_references_replace_scanning_but_not_the_store_database() {
     // A listing that says hello also refers to the unreferenced path, which no file names:
     // only a build that reads the listing can find it. The store's own database, when
-    // there is one, comes first (nix-store.md, section 5: authoritative metadata wins).
+    // there is one, comes first (docs/formats.md §8.2: authoritative metadata wins).
     let fx = fixture();
     let dir = scratch();
     let (hello, unused) = (fx.path(HELLO), fx.path(UNUSED));
@@ -257,7 +257,7 @@ fn closure_info_references_replace_scanning_but_not_the_store_database() {
 #[test]
 fn store_database_changes_still_in_the_wal_are_seen() {
     // Nix keeps its database in WAL mode: while a Nix process has it open, recent changes
-    // may live only in `db.sqlite-wal` (nix-store.md, section 6). Hold a connection with an
+    // may live only in `db.sqlite-wal` (docs/formats.md §10.6). Hold a connection with an
     // uncheckpointed change open during the build; the image's database must show it.
     require_tool("sqlite3", "sqlite3");
     let fx = fixture();

@@ -1,6 +1,6 @@
 //! What a `runAsRoot` script does to files reaches the layer as it would in nixpkgs' VM:
 //! real owners, setuid bits and device nodes; deletions as whiteouts and replaced folders
-//! as opaque ones (buildimage.md, section 14, Q3); byte for byte the same on every build.
+//! as opaque ones (docs/formats.md §1.7); byte for byte the same on every build.
 
 use serde_json::{Value, json};
 

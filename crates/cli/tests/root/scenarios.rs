@@ -1,5 +1,5 @@
-//! The root-mode scenarios of nixpkgs' manual and `docker-tools` tests (buildimage.md,
-//! section 15): the `runAsRoot` example, `redis`, `layersUnpackOrder` and
+//! The root-mode scenarios of nixpkgs' manual and `docker-tools` tests (docs/formats.md
+//! §14): the `runAsRoot` example, `redis`, `layersUnpackOrder` and
 //! `runAsRootExtraCommands`, loaded and run by Docker.
 
 use std::path::Path;
