@@ -10,6 +10,7 @@ mod content;
 mod determinism;
 mod errors;
 mod extra_commands;
+mod help;
 mod interrupt;
 mod layout;
 mod outputs;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::test_dir;
+use super::{snapshot_settings, test_dir};
 use buildimage_test_support::{
     Buildimage, Image, TestDir, mkdir, names, sha256_hex, stderr, write,
 };
@@ -374,4 +374,43 @@ fn output_through_a_symlink_replaces_its_target_and_keeps_the_link() {
     let image = fs::read(scratch.join("images/current.tar")).expect("read the target");
     assert_eq!(Image::from_bytes(&image).layer_file("./f"), b"f");
     assert_eq!(names(&scratch.join("images")), ["current.tar"]);
+}
+
+/// The whole `--json` report of a representative build, as a snapshot: every key and
+/// value but `outPath`, whose temporary folder differs from run to run (checked here
+/// instead).
+#[test]
+fn json_report_of_a_representative_build_matches_the_snapshot() {
+    let dir = test_dir();
+    let root = dir.join("root");
+    mkdir(&root, 0o755);
+    mkdir(&root.join("bin"), 0o755);
+    write(&root.join("bin/hello"), b"#!/bin/sh\necho hello\n", 0o755);
+    let spec_path = dir.spec(&json!({
+        "name": "Snapshot/Report",
+        "tag": "v1",
+        "copyToRoot": "root",
+        "compressor": "none",
+        "architecture": "amd64",
+        "config": {
+            "Cmd": ["/bin/hello"],
+            "Env": ["PATH=/bin"],
+            "Labels": { "org.opencontainers.image.title": "report" },
+        },
+    }));
+    let built = Buildimage::new()
+        .cwd(dir.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .build(&spec_path)
+        .out("image.tar")
+        .json();
+    assert_eq!(
+        Path::new(built.str("outPath")),
+        dir.join("image.tar")
+            .canonicalize()
+            .expect("the image exists")
+    );
+    snapshot_settings().bind(|| {
+        insta::assert_json_snapshot!("json_report", built.info, { ".outPath" => "[outPath]" });
+    });
 }
