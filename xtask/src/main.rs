@@ -11,6 +11,9 @@
 //! - `cargo xtask example` builds the example image `examples/busybox` with the release
 //!   binary, then loads it into a private `dockerd` and runs it: the main job, end to end.
 //!
+//! - `cargo xtask golden` rewrites the golden artefacts of `crates/cli/tests/golden/` by
+//!   running the golden tests with `BUILDIMAGE_UPDATE_GOLDEN=1` (see [`golden`]).
+//!
 //! - `cargo xtask fuzz [SECONDS]` runs each fuzz target of `fuzz/` (the SPEC parser, the
 //!   base image reader) for SECONDS (default 60), keeping new corpus entries.
 //!
@@ -22,6 +25,7 @@ mod apt;
 mod bench;
 mod dockerd;
 mod fuzz;
+mod golden;
 mod process;
 
 use std::env;
@@ -54,6 +58,8 @@ commands:
   fuzz [SECONDS]              run each cargo-fuzz target in fuzz/ for SECONDS (default 60),
                               installing cargo-fuzz if missing; new corpus entries are kept
                               in fuzz/corpus/, crashes go to fuzz/artifacts/
+  golden                      rewrite the golden files of crates/cli/tests/golden/ by running
+                              the golden tests with BUILDIMAGE_UPDATE_GOLDEN=1 (as root)
   help                        show this text
 ";
 
@@ -84,6 +90,9 @@ fn main() -> ExitCode {
                 eprintln!("error: SECONDS must be a positive whole number\n\n{USAGE}");
                 Ok(ExitCode::from(2))
             }
+        }
+        Some("golden") if rest.is_empty() => {
+            golden::golden(workspace_root()).map(|()| ExitCode::SUCCESS)
         }
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
@@ -278,7 +287,7 @@ pub(crate) fn cargo_step(
     process::run_checked(&mut cmd, Group::Own)
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Command {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Command {
     // `cargo run` tells us which cargo it is; use the same one (and toolchain).
     let program = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);

@@ -14,3 +14,5 @@ mod base;
 mod faults;
 
 mod root;
+
+mod golden;
