@@ -625,3 +625,63 @@ pub fn go_arch() -> &'static str {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{BaseImage, Image, LayerCompression, Layout, diff_id, strings};
+    use crate::tar::{Member, decompress, write_tar};
+
+    /// Every layout and layer compression gives an archive whose manifest names the layers,
+    /// which hold the plain tars (decompressed), and whose config has their diff ids.
+    #[test]
+    fn base_images_in_every_layout_hold_their_layers_and_diff_ids() {
+        let layers = [
+            write_tar(&[Member::file("a", "a\n", 0o644)], false),
+            write_tar(
+                &[Member::dir("b/", 0o755), Member::symlink("b/l", "../a")],
+                false,
+            ),
+        ];
+        for layout in [
+            Layout::Legacy,
+            Layout::Docker25,
+            Layout::Skopeo,
+            Layout::StreamLayered,
+        ] {
+            for compression in [
+                LayerCompression::None,
+                LayerCompression::Gzip,
+                LayerCompression::Zstd,
+            ] {
+                let what = format!("{layout:?} {compression:?}");
+                let bytes = BaseImage::new("r/x:1")
+                    .layer(layers[0].clone())
+                    .layer(layers[1].clone())
+                    .layout(layout)
+                    .layer_compression(compression)
+                    .to_bytes();
+                let image = Image::from_bytes(&bytes);
+                assert_eq!(image.manifest()[0]["RepoTags"][0], "r/x:1", "{what}");
+                let stored = image.layers();
+                assert_eq!(stored.len(), 2, "{what}");
+                for (path, plain) in stored.iter().zip(&layers) {
+                    assert!(decompress(image.file(path)) == *plain, "{what}: {path}");
+                }
+                assert_eq!(
+                    strings(&image.config()["rootfs"]["diff_ids"]),
+                    layers.iter().map(|l| diff_id(l)).collect::<Vec<_>>(),
+                    "{what}"
+                );
+                let config_name = image.config_name();
+                let hex = config_name
+                    .trim_start_matches("blobs/sha256/")
+                    .trim_end_matches(".json");
+                assert_eq!(
+                    diff_id(image.file(&config_name)),
+                    format!("sha256:{hex}"),
+                    "{what}: the config is named after its digest"
+                );
+            }
+        }
+    }
+}

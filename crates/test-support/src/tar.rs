@@ -438,3 +438,38 @@ pub fn tarsum(members: &[Member], with_names: bool) -> String {
     sums.sort();
     format!("tarsum.v1+sha256:{}", sha256_hex(sums.concat().as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Member, read_tar, write_tar};
+
+    /// What the writer writes, the reader reads back, for every kind, long and non-UTF-8
+    /// names included, with and without PAX headers.
+    #[test]
+    fn members_of_every_kind_round_trip() {
+        let long = format!("{}/{}", "d".repeat(80), "n".repeat(80));
+        let members = vec![
+            Member::dir("dir/", 0o2775).owner(1000, 100).mtime(7),
+            Member::file("dir/file", "content", 0o4755).names("root", "wheel"),
+            Member::file(b"caf\xe9".as_slice(), "", 0o600),
+            Member::file(&long, "long", 0o644),
+            Member::symlink("link", &long),
+            Member::hard_link("hard", "dir/file"),
+            Member::fifo("fifo", 0o620),
+            Member::char_device("null", 0o666, 1, 3),
+            Member::block_device("loop0", 0o660, 7, 0),
+            Member::whiteout("dir/gone"),
+            Member::opaque("dir/"),
+        ];
+        for pax in [false, true] {
+            let read = read_tar(&write_tar(&members, pax));
+            assert_eq!(read, members, "pax {pax}");
+        }
+        assert_eq!(Member::whiteout("dir/gone").name, b"dir/.wh.gone");
+        assert_eq!(Member::opaque("dir/").name, b"dir/.wh..wh..opq");
+        assert_eq!(
+            Member::char_device("./null", 0o666, 1, 3).line(),
+            "c 0666 0:0 / ./null 1,3"
+        );
+    }
+}

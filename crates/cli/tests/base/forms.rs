@@ -213,6 +213,42 @@ fn child_of_compressed_layers(case: &Case, name: &str, compression: LayerCompres
     child
 }
 
+/// docs/formats.md §5.1: skopeo's layout (`<sha256>.tar` layers at the top level, no
+/// layer folders) made by hand, here with zstd layers, which skopeo itself does not
+/// write: the child stores the plain layers under `<dir>/layer.tar`.
+#[test]
+fn base_in_skopeo_layout_with_zstd_layers_made_by_hand_is_built_upon() {
+    let case = Case::new();
+    busybox_base(&case, "buildimage-test/skopeo-layout-base");
+    let base = Image::open(&case.join("base.tar"));
+    let originals: Vec<Vec<u8>> = base
+        .layers()
+        .iter()
+        .map(|l| base.file(l).to_vec())
+        .collect();
+    let rewritten = BaseImage::from_image(&base)
+        .layout(Layout::Skopeo)
+        .layer_compression(LayerCompression::Zstd)
+        .to_image();
+    assert!(
+        rewritten.layers().iter().all(|l| !l.contains('/')),
+        "{:?}",
+        rewritten.layers()
+    );
+    rewritten.save(&case.join("skopeo-layout.tar"));
+    let child = child_of(&case, "skopeo-layout-child", "skopeo-layout.tar");
+    let out = Image::open(&child.archive);
+    let layers = out.layers();
+    assert_eq!(layers.len(), originals.len() + 1, "{layers:?}");
+    for (path, original) in layers.iter().zip(&originals) {
+        assert!(path.ends_with("/layer.tar"), "{path}");
+        assert!(
+            out.file(path) == original.as_slice(),
+            "layer {path} changed"
+        );
+    }
+}
+
 /// A base whose layers are gzip-compressed one by one (`<dir>/layer.tar.gz`): stored
 /// uncompressed in the output, which Docker loads and runs.
 #[test]
