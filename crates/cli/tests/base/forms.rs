@@ -172,12 +172,17 @@ fn base_compression_is_told_from_the_bytes_not_the_file_name() {
     assert_child_runs(&docker, &children[0]);
 }
 
-/// Rewrites `base.tar` into `NAME.tar` ([`BaseImage::from_image`], legacy layout) with
-/// every layer compressed as `compression` says and named `<dir>/layer.tar.SUFFIX`, the
-/// config's diff ids still those of the plain tars; builds a child on it and checks that
-/// the output stores the base layers uncompressed, byte for byte the original tars, under
+/// Rewrites `base.tar` into `NAME.tar` ([`BaseImage::from_image`]) in `layout`, with every
+/// layer compressed as `compression` says (and named with its suffix), the config's diff
+/// ids still those of the plain tars; builds a child on it and checks that the output
+/// stores the base layers uncompressed, byte for byte the original tars, under
 /// `<dir>/layer.tar`.
-fn child_of_compressed_layers(case: &Case, name: &str, compression: LayerCompression) -> Built {
+fn child_of_relaid(
+    case: &Case,
+    name: &str,
+    layout: Layout,
+    compression: LayerCompression,
+) -> Built {
     let base = Image::open(&case.join("base.tar"));
     let originals: Vec<Vec<u8>> = base
         .layers()
@@ -185,10 +190,14 @@ fn child_of_compressed_layers(case: &Case, name: &str, compression: LayerCompres
         .map(|layer| base.file(layer).to_vec())
         .collect();
     let rewritten = BaseImage::from_image(&base)
+        .layout(layout)
         .layer_compression(compression)
         .to_image();
     assert!(
-        rewritten.layers().iter().all(|l| !l.ends_with("layer.tar")),
+        rewritten
+            .layers()
+            .iter()
+            .all(|l| !l.ends_with("/layer.tar")),
         "{:?}",
         rewritten.layers()
     );
@@ -220,33 +229,12 @@ fn child_of_compressed_layers(case: &Case, name: &str, compression: LayerCompres
 fn base_in_skopeo_layout_with_zstd_layers_made_by_hand_is_built_upon() {
     let case = Case::new();
     busybox_base(&case, "buildimage-test/skopeo-layout-base");
-    let base = Image::open(&case.join("base.tar"));
-    let originals: Vec<Vec<u8>> = base
-        .layers()
-        .iter()
-        .map(|l| base.file(l).to_vec())
-        .collect();
-    let rewritten = BaseImage::from_image(&base)
-        .layout(Layout::Skopeo)
-        .layer_compression(LayerCompression::Zstd)
-        .to_image();
-    assert!(
-        rewritten.layers().iter().all(|l| !l.contains('/')),
-        "{:?}",
-        rewritten.layers()
+    child_of_relaid(
+        &case,
+        "skopeo-layout",
+        Layout::Skopeo,
+        LayerCompression::Zstd,
     );
-    rewritten.save(&case.join("skopeo-layout.tar"));
-    let child = child_of(&case, "skopeo-layout-child", "skopeo-layout.tar");
-    let out = Image::open(&child.archive);
-    let layers = out.layers();
-    assert_eq!(layers.len(), originals.len() + 1, "{layers:?}");
-    for (path, original) in layers.iter().zip(&originals) {
-        assert!(path.ends_with("/layer.tar"), "{path}");
-        assert!(
-            out.file(path) == original.as_slice(),
-            "layer {path} changed"
-        );
-    }
 }
 
 /// A base whose layers are gzip-compressed one by one (`<dir>/layer.tar.gz`): stored
@@ -255,7 +243,7 @@ fn base_in_skopeo_layout_with_zstd_layers_made_by_hand_is_built_upon() {
 fn base_with_gzip_compressed_layers_is_stored_uncompressed_and_loads() {
     let case = Case::new();
     busybox_base(&case, "buildimage-test/gzip-layers-base");
-    let child = child_of_compressed_layers(&case, "gzip-layers", LayerCompression::Gzip);
+    let child = child_of_relaid(&case, "gzip-layers", Layout::Legacy, LayerCompression::Gzip);
     let docker = docker();
     assert_child_runs(&docker, &child);
 }
@@ -266,7 +254,7 @@ fn base_with_gzip_compressed_layers_is_stored_uncompressed_and_loads() {
 fn base_with_zstd_compressed_layers_is_stored_uncompressed_and_loads() {
     let case = Case::new();
     busybox_base(&case, "buildimage-test/zstd-layers-base");
-    let child = child_of_compressed_layers(&case, "zstd-layers", LayerCompression::Zstd);
+    let child = child_of_relaid(&case, "zstd-layers", Layout::Legacy, LayerCompression::Zstd);
     let docker = docker();
     assert_child_runs(&docker, &child);
 }
@@ -279,23 +267,13 @@ fn base_with_zstd_compressed_layers_is_stored_uncompressed_and_loads() {
 fn base_in_docker_25_oci_layout_leaves_no_oci_leftovers_and_runs() {
     let case = Case::new();
     busybox_base(&case, "buildimage-test/oci-base");
-    let legacy = Image::open(&case.join("base.tar"));
-    let layers: Vec<Vec<u8>> = legacy
-        .layers()
-        .iter()
-        .map(|l| legacy.file(l).to_vec())
-        .collect();
-    let oci = BaseImage::from_image(&legacy)
-        .layout(Layout::Docker25)
-        .to_image();
+    let child = child_of_relaid(&case, "oci", Layout::Docker25, LayerCompression::None);
+    let oci = Image::open(&case.join("oci.tar"));
     assert!(
         oci.members.iter().any(|m| m.name == b"index.json")
             && oci.layers().iter().all(|l| l.starts_with("blobs/sha256/")),
         "a Docker 25 layout"
     );
-    oci.save(&case.join("oci.tar"));
-
-    let child = child_of(&case, "oci-child", "oci.tar");
     let out = Image::open(&child.archive);
     let names: Vec<String> = out.members.iter().map(Member::name).collect();
     assert!(
@@ -303,11 +281,6 @@ fn base_in_docker_25_oci_layout_leaves_no_oci_leftovers_and_runs() {
             .iter()
             .all(|n| !n.starts_with("blobs") && n != "index.json" && n != "oci-layout"),
         "OCI leftovers in the output: {names:?}"
-    );
-    let diff_ids = strings(&out.config()["rootfs"]["diff_ids"]);
-    assert_eq!(
-        diff_ids[..layers.len()],
-        layers.iter().map(|l| diff_id(l)).collect::<Vec<_>>()[..]
     );
     let docker = docker();
     assert_child_runs(&docker, &child);

@@ -107,10 +107,8 @@ fn layer_times_are_1980_or_source_date_epoch_and_created_stays() {
     Buildimage::new()
         .cwd(scratch.path())
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(&out)
+        .build(&spec_path)
+        .out(&out)
         .run_ok();
     let image = Image::open(&out);
     let layer = image.layer();

@@ -122,10 +122,8 @@ fn same_inputs_give_identical_bytes_for_every_compressor() {
             .umask("022")
             .env("TZ", "UTC")
             .env("LC_ALL", "C")
-            .arg("build")
-            .arg(&spec_first)
-            .arg("-o")
-            .arg(&out_first)
+            .build(&spec_first)
+            .out(&out_first)
             .run_ok();
         // Another umask, time zone, locale and number of cores.
         let bin = Buildimage::bin();
@@ -182,10 +180,8 @@ fn auto_tag(scratch: &TestDir) -> String {
     let spec_path = scratch.spec(&json!({ "name": "Auto/Tag", "copyToRoot": "root" }));
     let output = Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg("image.tar.gz")
+        .build(&spec_path)
+        .out("image.tar.gz")
         .arg("--json")
         .run_ok();
     let info: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
@@ -276,10 +272,8 @@ fn created_now_is_the_build_time_in_utc_with_an_offset() {
     Buildimage::new()
         .cwd(scratch.path())
         .env("TZ", "Asia/Kathmandu")
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg("image.tar.gz")
+        .build(&spec_path)
+        .out("image.tar.gz")
         .run_ok();
     let after = unix_now();
     let image = Image::open(&scratch.join("image.tar.gz"));

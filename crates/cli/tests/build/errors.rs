@@ -273,10 +273,8 @@ fn contents_alone_builds_with_the_deprecation_warning() {
     let spec_path = dir.spec(&json!({ "name": "Old", "tag": "t", "contents": ["root"] }));
     let output = Buildimage::new()
         .cwd(dir.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg("image.tar.gz")
+        .build(&spec_path)
+        .out("image.tar.gz")
         .run_ok();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -76,10 +76,8 @@ fn failing_extra_commands_fail_the_build_and_leave_nothing_behind() {
     let output = Buildimage::new()
         .cwd(scratch.path())
         .env("TMPDIR", &tmpdir)
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(out_dir.join("image.tar.gz"))
+        .build(&spec_path)
+        .out(out_dir.join("image.tar.gz"))
         .run_err();
     let stderr = stderr(&output);
     assert!(
@@ -112,10 +110,8 @@ fn extra_commands_files_get_umask_022_modes_under_a_strict_caller_umask() {
     let output = Buildimage::new()
         .cwd(scratch.path())
         .umask("077")
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(&out)
+        .build(&spec_path)
+        .out(&out)
         .run_ok();
     assert_eq!(
         Image::open(&out).layer_listing(),
@@ -141,10 +137,8 @@ fn extra_commands_stdout_stays_out_of_the_image_stream() {
     }));
     let output = Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg("-")
+        .build(&spec_path)
+        .out("-")
         .run_ok();
     let image = Image::from_bytes(&output.stdout);
     assert_eq!(image.layer_file("./file"), marker.as_bytes());

@@ -30,17 +30,13 @@ fn output_to_stdout_is_the_archive_and_nothing_else() {
         let file = scratch.join("image");
         Buildimage::new()
             .cwd(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&file)
+            .build(&spec_path)
+            .out(&file)
             .run_ok();
         let output = Buildimage::new()
             .cwd(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("-")
+            .build(&spec_path)
+            .out("-")
             .run_ok();
         let stderr = stderr(&output);
         assert!(
@@ -75,10 +71,8 @@ fn json_prints_one_object_describing_the_image() {
     let spec_path = scratch.spec_text(spec_text);
     let output = Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg("image.tar")
+        .build(&spec_path)
+        .out("image.tar")
         .arg("--json")
         .run_ok();
     let values: Vec<Value> = serde_json::Deserializer::from_slice(&output.stdout)
@@ -153,10 +147,8 @@ fn json_with_output_to_stdout_is_refused_up_front() {
     let spec_path = scratch.spec(&json!({ "name": "both", "tag": "t", "compressor": "none" }));
     let output = Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg("-")
+        .build(&spec_path)
+        .out("-")
         .arg("--json")
         .run_err();
     assert!(output.stdout.is_empty(), "nothing on standard output");
@@ -214,18 +206,14 @@ fn existing_output_is_replaced_by_a_complete_image() {
     write(&out, b"an older image", 0o600);
     Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(&out)
+        .build(&spec_path)
+        .out(&out)
         .run_ok();
     let fresh = scratch.join("fresh.tar.gz");
     Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(&fresh)
+        .build(&spec_path)
+        .out(&fresh)
         .run_ok();
     assert!(fs::read(&out).expect("read OUT") == fs::read(&fresh).expect("read the fresh image"));
     assert_eq!(
@@ -250,10 +238,8 @@ fn existing_output_is_left_unchanged_when_the_build_fails() {
         let spec_path = scratch.spec(&spec);
         let output = Buildimage::new()
             .cwd(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&out)
+            .build(&spec_path)
+            .out(&out)
             .run_err();
         assert!(
             fs::read(&out).expect("read OUT") == old,
@@ -273,10 +259,8 @@ fn output_into_a_missing_folder_fails_naming_it() {
     let out = scratch.join("missing/sub/image.tar.gz");
     let output = Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(&out)
+        .build(&spec_path)
+        .out(&out)
         .run_err();
     let stderr = stderr(&output);
     assert!(
@@ -300,10 +284,8 @@ fn output_file_mode_follows_the_caller_umask() {
         Buildimage::new()
             .cwd(scratch.path())
             .umask(umask)
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("image.tar.gz")
+            .build(&spec_path)
+            .out("image.tar.gz")
             .run_ok();
         let actual = fs::metadata(scratch.join("image.tar.gz"))
             .expect("stat the image")
@@ -324,10 +306,8 @@ fn output_to_a_fifo_streams_into_it_and_keeps_it() {
     let file = scratch.join("image");
     Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(&file)
+        .build(&spec_path)
+        .out(&file)
         .run_ok();
     let fifo = scratch.join("pipe");
     let status = std::process::Command::new("mkfifo")
@@ -341,10 +321,8 @@ fn output_to_a_fifo_streams_into_it_and_keeps_it() {
     };
     Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(&fifo)
+        .build(&spec_path)
+        .out(&fifo)
         .run_ok();
     let streamed = reader.join().expect("reader thread");
     assert!(streamed == fs::read(&file).expect("read the image"));
@@ -364,10 +342,8 @@ fn output_through_a_symlink_replaces_its_target_and_keeps_the_link() {
         .expect("make the link");
     Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(scratch.join("link.tar"))
+        .build(&spec_path)
+        .out(scratch.join("link.tar"))
         .run_ok();
     let link = fs::symlink_metadata(scratch.join("link.tar")).expect("stat the link");
     assert!(link.file_type().is_symlink(), "the link was replaced");

@@ -50,10 +50,8 @@ fn two_builds_to_one_output_leave_one_complete_image() {
         let alone = scratch.join(format!("{name}.tar.gz"));
         Buildimage::new()
             .cwd(scratch.path())
-            .arg("build")
-            .arg(&spec)
-            .arg("-o")
-            .arg(&alone)
+            .build(&spec)
+            .out(&alone)
             .run_ok();
         expected.push(sha256_hex(&fs::read(&alone).expect("read an image")));
         specs.push(spec);

@@ -35,7 +35,7 @@ fn build_fails(scratch: &TestDir, spec: &Value, out: &Path, tmpdir: Option<&Path
     let spec_path = scratch.spec(spec);
     let mut cmd = Buildimage::new();
     cmd.cwd(scratch.path());
-    cmd.arg("build").arg(&spec_path).arg("-o").arg(out);
+    cmd.build(&spec_path).out(out);
     if let Some(tmpdir) = tmpdir {
         cmd.env("TMPDIR", tmpdir);
     }
@@ -140,12 +140,10 @@ fn extra_commands_that_fill_tmpdir_fail_and_leave_nothing() {
 fn base_of(scratch: &TestDir, root: &str, compressor: &str, file: &str) {
     Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(scratch.spec(&json!({
+        .build(scratch.spec(&json!({
             "name": "base", "tag": "t", "copyToRoot": root, "compressor": compressor,
         })))
-        .arg("-o")
-        .arg(scratch.join(file))
+        .out(scratch.join(file))
         .run_ok();
 }
 

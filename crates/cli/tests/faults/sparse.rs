@@ -102,12 +102,10 @@ fn sparse_file_over_8_gib_gets_a_base_256_size_that_gnu_tar_reads() {
     let image = scratch.join("image.tar.zst");
     Buildimage::new()
         .cwd(scratch.path())
-        .arg("build")
-        .arg(scratch.spec(&json!({
+        .build(scratch.spec(&json!({
             "name": "sparse", "tag": "t", "copyToRoot": "root", "compressor": "zstd",
         })))
-        .arg("-o")
-        .arg(&image)
+        .out(&image)
         .run_ok();
     let compressed = fs::metadata(&image).expect("stat the image").len();
     assert!(

@@ -172,12 +172,10 @@ fn odd_source_tree_is_read_back_identically_by_umoci() {
         let out = scratch.join("image.tar");
         let output = Buildimage::new()
             .cwd(scratch.path())
-            .arg("build")
-            .arg(scratch.spec(&json!({
+            .build(scratch.spec(&json!({
                 "name": "odd", "tag": "t", "copyToRoot": "root", "compressor": "none",
             })))
-            .arg("-o")
-            .arg(&out)
+            .out(&out)
             .run_ok();
         (stderr(&output), out)
     };

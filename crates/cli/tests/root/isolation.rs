@@ -270,13 +270,7 @@ fn script_output_goes_to_stderr_so_that_dash_o_dash_writes_a_clean_archive() {
         "compressor": "none",
     });
     let path = case.spec_named("stdout", &spec);
-    let output = case
-        .buildimage()
-        .arg("build")
-        .arg(&path)
-        .arg("-o")
-        .arg("-")
-        .output();
+    let output = case.buildimage().build(&path).out("-").output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     for text in ["from-run-as-root\n", "to-stderr\n", "from-extra-commands\n"] {
