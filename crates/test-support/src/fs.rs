@@ -195,7 +195,7 @@ pub(crate) fn require_file(path: &str, package: &str) {
 }
 
 /// The first executable file called `name` in `PATH`.
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))

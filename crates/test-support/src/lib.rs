@@ -18,7 +18,7 @@
 //!   layers plain or compressed;
 //! - the external tools: a private Docker daemon ([`docker()`]), `skopeo` with `umoci`
 //!   ([`unpack_oci`]), a `find`-like [`listing`], [`require_tool`] and friends;
-//! - test folders and files: [`TestDir`], [`mkdir`], [`write`], [`chmod`], [`ln_s`],
+//! - test folders and files: [`TestDir`], [`mkdir`], [`write()`], [`chmod`], [`ln_s`],
 //!   [`names`], [`sha256_hex`], [`wait_for`], and a static busybox image root
 //!   ([`busybox_root`]).
 //!
@@ -38,7 +38,7 @@
 //! # Determinism
 //!
 //! Fixtures never depend on the test runner's umask, clock or creation order: files get
-//! explicit modes ([`mkdir`], [`write`]), tars explicit owners, modes and times
+//! explicit modes ([`mkdir`], [`write()`]), tars explicit owners, modes and times
 //! ([`Member`]), and JSON is written with sorted keys (`serde_json` without
 //! `preserve_order`).
 
@@ -51,13 +51,13 @@ mod oci;
 mod run;
 pub mod tar;
 
-pub use crate::busybox::{APPLETS, ROOT_APPLETS, busybox_root, static_busybox};
+pub use crate::busybox::{APPLETS, BUSYBOX, ROOT_APPLETS, busybox_root, static_busybox};
 pub use crate::docker::{
     DOCKER_HOST_VAR, Docker, ImageGuard, RunOutput, docker, docker_host, inspect_json,
 };
 pub use crate::fs::{
-    TestDir, assert_nothing_mounted, chmod, find_in_path, hex, is_root, ln_s, mkdir, names,
-    require_root, require_tool, run_ok, sha256_hex, wait_for, write, write_json,
+    TestDir, assert_nothing_mounted, chmod, hex, is_root, ln_s, mkdir, names, require_root,
+    require_tool, run_ok, sha256_hex, wait_for, write, write_json,
 };
 pub use crate::image::{
     BaseImage, Image, LayerCompression, Layout, diff_id, go_arch, gzip, strings, zstd_compress,

@@ -390,3 +390,35 @@ fn json_report_of_a_representative_build_matches_the_snapshot() {
         insta::assert_json_snapshot!("json_report", built.info, { ".outPath" => "[outPath]" });
     });
 }
+
+/// `SPEC` `-` reads the spec from standard input, its relative paths starting from the
+/// current folder (docs/formats.md §13.1): the image is the one the same spec file gives.
+#[test]
+fn spec_from_standard_input_gives_the_image_of_the_same_spec_file() {
+    let dir = test_dir();
+    let root = dir.join("root");
+    mkdir(&root, 0o755);
+    write(&root.join("f"), b"from stdin", 0o644);
+    let spec = json!({ "name": "stdin", "tag": "t", "copyToRoot": "root", "compressor": "none" });
+    let spec_path = dir.spec(&spec);
+    Buildimage::new()
+        .cwd(dir.path())
+        .build(&spec_path)
+        .out("file.tar")
+        .run_ok();
+    Buildimage::new()
+        .cwd(dir.path())
+        .build("-")
+        .out("stdin.tar")
+        .stdin(spec.to_string())
+        .run_ok();
+    let from_stdin = fs::read(dir.join("stdin.tar")).expect("read stdin.tar");
+    assert!(
+        from_stdin == fs::read(dir.join("file.tar")).expect("read file.tar"),
+        "the spec from standard input gives another image"
+    );
+    assert_eq!(
+        Image::from_bytes(&from_stdin).layer_file("./f"),
+        b"from stdin"
+    );
+}
