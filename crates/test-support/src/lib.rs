@@ -63,7 +63,7 @@ pub use crate::image::{
     BaseImage, Image, LayerCompression, Layout, diff_id, go_arch, gzip, strings, zstd_compress,
 };
 pub use crate::interrupt::{Interrupt, Stopped, alive, processes_matching};
-pub use crate::oci::{Unpacked, listing, unpack_oci};
+pub use crate::oci::{Unpacked, kind_letter, listing, tree_lines, unpack_oci};
 pub use crate::run::{Buildimage, Built, stderr};
 pub use crate::tar::{Member, TarWriter, decompress, member, read_tar, tarsum, write_tar};
 

@@ -106,45 +106,58 @@ impl Unpacked {
 /// Lines are sorted by path, byte-wise, and carry no trailing space (find prints one
 /// after the path when there is no link target). Symlinks are not followed.
 pub fn listing(root: &Path) -> Vec<String> {
+    tree_lines(root, |rel, path, meta| {
+        let mut line = format!(
+            "{} {}:{} {} {}",
+            mode_string(meta),
+            meta.uid(),
+            meta.gid(),
+            meta.nlink(),
+            rel.display()
+        );
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(path)
+                .unwrap_or_else(|err| panic!("cannot read link {}: {err}", path.display()));
+            let _ = write!(line, " {}", target.display());
+        }
+        line
+    })
+}
+
+/// One line per path of the tree at `root`, itself included, made by `line` from the path
+/// below `root` (`.`, `./a`, …), the path on the host and its metadata (symlinks are not
+/// followed); sorted by the raw bytes of the path below `root`.
+pub fn tree_lines(
+    root: &Path,
+    mut line: impl FnMut(&Path, &Path, &std::fs::Metadata) -> String,
+) -> Vec<String> {
     let mut lines = Vec::new();
-    walk(root, Path::new("."), &mut lines);
+    let mut pending = vec![PathBuf::from(".")];
+    while let Some(rel) = pending.pop() {
+        let path = root.join(&rel);
+        let meta = std::fs::symlink_metadata(&path)
+            .unwrap_or_else(|err| panic!("cannot stat {}: {err}", path.display()));
+        lines.push((
+            rel.as_os_str().as_bytes().to_vec(),
+            line(&rel, &path, &meta),
+        ));
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path)
+                .unwrap_or_else(|err| panic!("cannot list {}: {err}", path.display()));
+            for entry in entries {
+                let entry =
+                    entry.unwrap_or_else(|err| panic!("cannot list {}: {err}", path.display()));
+                pending.push(rel.join(entry.file_name()));
+            }
+        }
+    }
     lines.sort_by(|a, b| a.0.cmp(&b.0));
     lines.into_iter().map(|(_, line)| line).collect()
 }
 
-/// Adds `(path bytes, line)` for `root/rel` and everything below it.
-fn walk(root: &Path, rel: &Path, lines: &mut Vec<(Vec<u8>, String)>) {
-    let path = root.join(rel);
-    let meta = std::fs::symlink_metadata(&path)
-        .unwrap_or_else(|err| panic!("cannot stat {}: {err}", path.display()));
-    let mut line = format!(
-        "{} {}:{} {} {}",
-        mode_string(&meta),
-        meta.uid(),
-        meta.gid(),
-        meta.nlink(),
-        rel.display()
-    );
-    if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(&path)
-            .unwrap_or_else(|err| panic!("cannot read link {}: {err}", path.display()));
-        let _ = write!(line, " {}", target.display());
-    }
-    lines.push((rel.as_os_str().as_bytes().to_vec(), line));
-    if meta.is_dir() {
-        let entries = std::fs::read_dir(&path)
-            .unwrap_or_else(|err| panic!("cannot list {}: {err}", path.display()));
-        for entry in entries {
-            let entry = entry.unwrap_or_else(|err| panic!("cannot list {}: {err}", path.display()));
-            walk(root, &rel.join(entry.file_name()), lines);
-        }
-    }
-}
-
-/// A mode as `ls -l` and find's `%M` show it, e.g. `-rwsr-xr-x` or `drwxrwxrwt`.
-fn mode_string(meta: &std::fs::Metadata) -> String {
-    let file_type = meta.file_type();
-    let kind = if file_type.is_dir() {
+/// The letter `ls -l` shows for a file type: `d`, `l`, `c`, `b`, `p`, `s` or `-`.
+pub fn kind_letter(file_type: std::fs::FileType) -> char {
+    if file_type.is_dir() {
         'd'
     } else if file_type.is_symlink() {
         'l'
@@ -158,7 +171,12 @@ fn mode_string(meta: &std::fs::Metadata) -> String {
         's'
     } else {
         '-'
-    };
+    }
+}
+
+/// A mode as `ls -l` and find's `%M` show it, e.g. `-rwsr-xr-x` or `drwxrwxrwt`.
+fn mode_string(meta: &std::fs::Metadata) -> String {
+    let kind = kind_letter(meta.file_type());
     let mode = meta.mode();
     let bit = |mask: u32, c: char| if mode & mask == 0 { '-' } else { c };
     // The execute position shows a set-id or sticky bit: lower case with execute,

@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,8 @@ use nix::sys::stat::{Mode, SFlag, major, makedev, minor, mknod};
 use serde_json::json;
 
 use buildimage_test_support::{
-    Buildimage, chmod, ln_s, mkdir, require_root, sha256_hex, stderr, unpack_oci, write,
+    Buildimage, chmod, kind_letter, ln_s, mkdir, require_root, sha256_hex, stderr, tree_lines,
+    unpack_oci, write,
 };
 
 use super::test_dir;
@@ -106,60 +107,32 @@ fn odd_tree(root: &Path) -> UnixListener {
 /// owner, and what makes the path what it is (size and SHA-256 of a file, the device
 /// numbers, the link target). Modification times are not compared: the layer fixes them.
 fn describe(root: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    walk(root, Path::new("."), &mut lines);
-    lines.sort();
-    lines.into_iter().map(|(_, line)| line).collect()
-}
-
-fn walk(root: &Path, rel: &Path, lines: &mut Vec<(Vec<u8>, String)>) {
-    let path = root.join(rel);
-    let meta =
-        fs::symlink_metadata(&path).unwrap_or_else(|err| panic!("stat {}: {err}", path.display()));
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        'd'
-    } else if ft.is_symlink() {
-        'l'
-    } else if ft.is_fifo() {
-        'p'
-    } else if ft.is_char_device() {
-        'c'
-    } else if ft.is_block_device() {
-        'b'
-    } else if ft.is_socket() {
-        's'
-    } else {
-        '-'
-    };
-    let mut line = format!(
-        "{kind} {:04o} {}:{} {}",
-        meta.mode() & 0o7777,
-        meta.uid(),
-        meta.gid(),
-        rel.as_os_str().as_bytes().escape_ascii()
-    );
-    match kind {
-        '-' => {
-            let data =
-                fs::read(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
-            let _ = write!(line, " size={} sha256={}", data.len(), sha256_hex(&data));
+    tree_lines(root, |rel, path, meta| {
+        let kind = kind_letter(meta.file_type());
+        let mut line = format!(
+            "{kind} {:04o} {}:{} {}",
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            rel.as_os_str().as_bytes().escape_ascii()
+        );
+        match kind {
+            '-' => {
+                let data =
+                    fs::read(path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+                let _ = write!(line, " size={} sha256={}", data.len(), sha256_hex(&data));
+            }
+            'l' => {
+                let target = fs::read_link(path).expect("readlink");
+                let _ = write!(line, " -> {}", target.as_os_str().as_bytes().escape_ascii());
+            }
+            'c' | 'b' => {
+                let _ = write!(line, " dev={},{}", major(meta.rdev()), minor(meta.rdev()));
+            }
+            _ => {}
         }
-        'l' => {
-            let target = fs::read_link(&path).expect("readlink");
-            let _ = write!(line, " -> {}", target.as_os_str().as_bytes().escape_ascii());
-        }
-        'c' | 'b' => {
-            let _ = write!(line, " dev={},{}", major(meta.rdev()), minor(meta.rdev()));
-        }
-        _ => {}
-    }
-    lines.push((rel.as_os_str().as_bytes().to_vec(), line));
-    if ft.is_dir() {
-        for entry in fs::read_dir(&path).expect("list a folder") {
-            walk(root, &rel.join(entry.expect("an entry").file_name()), lines);
-        }
-    }
+        line
+    })
 }
 
 #[test]
