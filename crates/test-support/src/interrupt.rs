@@ -13,9 +13,10 @@ use nix::unistd::Pid;
 use crate::fs::{TestDir, assert_nothing_mounted, mkdir, names};
 use crate::run::Buildimage;
 
-/// How long buildimage may take to stop after the signal. Scripts that the tests
-/// interrupt sleep 30 s or more, so a build that waits for its script fails this.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long buildimage may take to stop after the signal: it acts on a signal between
+/// chunks and kills a running script at once. Scripts that the tests interrupt sleep 30 s
+/// or more, so a build that waits for its script fails this.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the build's child processes may take to disappear once it has exited.
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
