@@ -11,6 +11,9 @@
 //! - `cargo xtask example` builds the example image `examples/busybox` with the release
 //!   binary, then loads it into a private `dockerd` and runs it: the main job, end to end.
 //!
+//! - `cargo xtask golden` rewrites the golden artefacts of `crates/cli/tests/golden/` by
+//!   running the golden tests with `BUILDIMAGE_UPDATE_GOLDEN=1` (see [`golden`]).
+//!
 //! - `cargo xtask fuzz [SECONDS]` runs each fuzz target of `fuzz/` (the SPEC parser, the
 //!   base image reader) for SECONDS (default 60), keeping new corpus entries.
 //!
@@ -24,6 +27,7 @@ mod apt;
 mod bench;
 mod dockerd;
 mod fuzz;
+mod golden;
 mod man;
 mod process;
 
@@ -59,6 +63,8 @@ commands:
                               in fuzz/corpus/, crashes go to fuzz/artifacts/
   man                         write the man pages of buildimage and its commands into
                               target/man/ (view with man -l target/man/buildimage.1)
+  golden                      rewrite the golden files of crates/cli/tests/golden/ by running
+                              the golden tests with BUILDIMAGE_UPDATE_GOLDEN=1 (as root)
   help                        show this text
 ";
 
@@ -97,6 +103,9 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             })
+        }
+        Some("golden") if rest.is_empty() => {
+            golden::golden(workspace_root()).map(|()| ExitCode::SUCCESS)
         }
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
@@ -291,7 +300,7 @@ pub(crate) fn cargo_step(
     process::run_checked(&mut cmd, Group::Own)
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Command {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Command {
     // `cargo run` tells us which cargo it is; use the same one (and toolchain).
     let program = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);

@@ -1,8 +1,6 @@
 //! End-to-end tests of the `buildimage` command and of the consumers that read its
 //! archives. One test binary; each area is a module below `tests/`.
 
-mod support;
-
 mod harness;
 
 mod build;
@@ -16,3 +14,5 @@ mod base;
 mod faults;
 
 mod root;
+
+mod golden;

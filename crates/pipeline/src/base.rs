@@ -32,18 +32,9 @@ pub fn read(request: &BaseRequest, env: &Env<'_>) -> Result<Base> {
         name: request.name.as_deref(),
         tag: request.tag.as_deref(),
     };
+    // The reader's errors name the archive, or the member of it, at fault.
     let (image, notes) = BaseImage::open_with(&request.path, select, &env.tmp, Some(env.cancel))
-        .map_err(|e| {
-            // An I/O error on the archive names it already.
-            let names_it =
-                matches!(&e, buildimage_archive::Error::Io { path, .. } if *path == request.path);
-            let error = Error::from(e).about(Input::FromImage);
-            if names_it {
-                error
-            } else {
-                error.context(format!("Cannot use {}", request.path.display()))
-            }
-        })?;
+        .map_err(|e| Error::from(e).about(Input::FromImage))?;
     for note in notes {
         env.events.warning(None, &note);
     }

@@ -1,5 +1,5 @@
-//! De-duplication of the layer's store closure against the base (buildimage.md section 5
-//! and Q3): a store file the base already has is not packed again, file by file, and
+//! De-duplication of the layer's store closure against the base (docs/formats.md
+//! §5.6): a store file the base already has is not packed again, file by file, and
 //! neither are `./nix/` and `./nix/store/`; a store path that a later base layer deletes
 //! (`.wh.NAME`) or hides (`.wh..wh..opq`) is packed again.
 //!
@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::{Archive, Case, Raw, clean_names, layer_members, merge, write_tar};
-use crate::docker::{self, Built};
-use crate::support;
+use buildimage_test_support::{Built, Image, Member, docker, mkdir, write, write_tar};
+
+use super::{Case, clean_names};
 
 /// Hash parts of the fake store paths (Nix's base-32 alphabet has no `e`, `o`, `u`, `t`).
 const HELLO_HASH: &str = "1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r6s";
@@ -41,25 +41,25 @@ fn fake_store(case: &Case) -> [std::ffi::OsString; 2] {
     let store = case.join("store");
     let at = |path: &str| -> PathBuf { store.join(path.trim_start_matches('/')) };
     for dir in ["", "nix", "nix/store"] {
-        docker::mkdir(&store.join(dir), 0o755);
+        mkdir(&store.join(dir), 0o755);
     }
     for dir in [
         hello(),
         format!("{}/bin", hello()),
         format!("{}/share", hello()),
     ] {
-        docker::mkdir(&at(&dir), 0o755);
+        mkdir(&at(&dir), 0o755);
     }
-    docker::write(
+    write(
         &at(&format!("{}/bin/hello", hello())),
         hello_script().as_bytes(),
         0o555,
     );
-    docker::write(&at(&format!("{}/share/doc.txt", hello())), b"doc\n", 0o444);
+    write(&at(&format!("{}/share/doc.txt", hello())), b"doc\n", 0o444);
     for dir in [dep(), format!("{}/share", dep())] {
-        docker::mkdir(&at(&dir), 0o755);
+        mkdir(&at(&dir), 0o755);
     }
-    docker::write(
+    write(
         &at(&format!("{}/share/msg.txt", dep())),
         b"hello from the store\n",
         0o444,
@@ -90,7 +90,7 @@ fn build(case: &Case, store: &[std::ffi::OsString; 2], name: &str, spec: &Value)
 
 /// A base built by buildimage from the busybox root with `hello`'s closure in its layer,
 /// uncompressed as `base.tar`.
-fn base_with_hello(case: &Case, store: &[std::ffi::OsString; 2]) -> Archive {
+fn base_with_hello(case: &Case, store: &[std::ffi::OsString; 2]) -> Image {
     let base = build(
         case,
         store,
@@ -100,8 +100,8 @@ fn base_with_hello(case: &Case, store: &[std::ffi::OsString; 2]) -> Archive {
             &json!({ "copyToRoot": "root", "compressor": "none" }),
         ),
     );
-    let archive = Archive::open(&base.archive);
-    let names = clean_names(&layer_members(&archive, &archive.layers()[0]));
+    let archive = Image::open(&base.archive);
+    let names = clean_names(&archive.layer_at(&archive.layers()[0]));
     for path in [hello(), dep()] {
         let path = path.trim_start_matches('/');
         assert!(
@@ -115,9 +115,9 @@ fn base_with_hello(case: &Case, store: &[std::ffi::OsString; 2]) -> Archive {
 /// The names in the new (last) layer of `built`, without `./` and a trailing `/`, the
 /// root left out.
 fn new_layer_names(built: &Built) -> Vec<String> {
-    let archive = Archive::open(&built.archive);
+    let archive = Image::open(&built.archive);
     let layers = archive.layers();
-    let mut names = clean_names(&layer_members(&archive, layers.last().expect("a layer")));
+    let mut names = clean_names(&archive.layer_at(layers.last().expect("a layer")));
     names.retain(|n| !n.is_empty());
     names
 }
@@ -132,7 +132,7 @@ fn store_names(path: &str, below: &[&str]) -> Vec<String> {
 
 /// Loads `built` and checks that its `Cmd`, `hello`, prints the file of `dep`.
 fn assert_hello_runs(built: &Built) {
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(
         docker.run(image.name(), &[]).assert_success(),
@@ -141,7 +141,7 @@ fn assert_hello_runs(built: &Built) {
 }
 
 /// A base of the busybox root alone, named `buildimage-test/{name}:1`.
-fn busybox_base(case: &Case, name: &str) -> Archive {
+fn busybox_base(case: &Case, name: &str) -> Image {
     let base = case.build(
         "busybox",
         &json!({
@@ -151,7 +151,7 @@ fn busybox_base(case: &Case, name: &str) -> Archive {
             "compressor": "none",
         }),
     );
-    Archive::open(&base.archive)
+    Image::open(&base.archive)
 }
 
 /// `archive` with one more layer of `members` (absolute names when `absolute`), saved as
@@ -159,8 +159,8 @@ fn busybox_base(case: &Case, name: &str) -> Archive {
 fn child_over(
     case: &Case,
     store: &[std::ffi::OsString; 2],
-    mut archive: Archive,
-    members: &[Raw],
+    mut archive: Image,
+    members: &[Member],
     absolute: bool,
     name: &str,
 ) -> Built {
@@ -221,11 +221,11 @@ fn store_files_are_deduplicated_one_by_one_against_the_base() {
         &store,
         busybox_base(&case, "dedup-busybox"),
         &[
-            Raw::dir("nix/", 0o555),
-            Raw::dir("nix/store/", 0o555),
-            Raw::dir(format!("{h}/"), 0o555),
-            Raw::dir(format!("{h}/bin/"), 0o555),
-            Raw::file(format!("{h}/bin/hello"), hello_script(), 0o555),
+            Member::dir("nix/", 0o555),
+            Member::dir("nix/store/", 0o555),
+            Member::dir(format!("{h}/"), 0o555),
+            Member::dir(format!("{h}/bin/"), 0o555),
+            Member::file(format!("{h}/bin/hello"), hello_script(), 0o555),
         ],
         false,
         "partial",
@@ -236,7 +236,7 @@ fn store_files_are_deduplicated_one_by_one_against_the_base() {
     assert_hello_runs(&child);
 }
 
-/// Q3: nixpkgs counts a path that a later base layer whites out as present, so the store
+/// docs/formats.md §5.6: nixpkgs counts a path that a later base layer whites out as present, so the store
 /// path is missing from its image. buildimage applies the whiteout and packs it again;
 /// `/nix/store` itself is still there, so `./nix/` and `./nix/store/` are not added.
 #[test]
@@ -248,9 +248,9 @@ fn store_path_whited_out_by_a_later_base_layer_is_packed_again() {
         &store,
         base_with_hello(&case, &store),
         &[
-            Raw::dir("nix/", 0o555),
-            Raw::dir("nix/store/", 0o555),
-            Raw::file(format!("nix/store/.wh.{HELLO_HASH}-hello-1.0"), "", 0o644),
+            Member::dir("nix/", 0o555),
+            Member::dir("nix/store/", 0o555),
+            Member::file(format!("nix/store/.wh.{HELLO_HASH}-hello-1.0"), "", 0o644),
         ],
         false,
         "whiteout",
@@ -273,9 +273,9 @@ fn opaque_nix_store_in_a_later_base_layer_makes_every_store_path_packed_again() 
         &store,
         base_with_hello(&case, &store),
         &[
-            Raw::dir("nix/", 0o555),
-            Raw::dir("nix/store/", 0o555),
-            Raw::file("nix/store/.wh..wh..opq", "", 0o644),
+            Member::dir("nix/", 0o555),
+            Member::dir("nix/store/", 0o555),
+            Member::file("nix/store/.wh..wh..opq", "", 0o644),
         ],
         false,
         "opaque",
@@ -296,8 +296,8 @@ fn nix_store_whited_out_in_the_base_gets_its_nix_entries_again() {
         &store,
         base_with_hello(&case, &store),
         &[
-            Raw::dir("nix/", 0o555),
-            Raw::file("nix/.wh.store", "", 0o644),
+            Member::dir("nix/", 0o555),
+            Member::file("nix/.wh.store", "", 0o644),
         ],
         false,
         "no-store",
@@ -305,8 +305,8 @@ fn nix_store_whited_out_in_the_base_gets_its_nix_entries_again() {
     let mut expected = vec!["nix".to_owned(), "nix/store".to_owned()];
     expected.extend(whole_closure());
     assert_eq!(new_layer_names(&child), expected);
-    let out = Archive::open(&child.archive);
-    let members = layer_members(&out, out.layers().last().expect("a layer"));
+    let out = Image::open(&child.archive);
+    let members = out.layer_at(out.layers().last().expect("a layer"));
     let nix: Vec<(String, u32)> = members
         .iter()
         .filter(|m| m.name == b"./nix/" || m.name == b"./nix/store/")
@@ -335,20 +335,20 @@ fn store_paths_under_absolute_names_in_a_base_layer_are_not_packed_again() {
         &store,
         busybox_base(&case, "dedup-absolute-base"),
         &[
-            Raw::dir("/nix/", 0o555),
-            Raw::dir("/nix/store/", 0o555),
-            Raw::dir(format!("{d}/"), 0o555),
-            Raw::dir(format!("{d}/share/"), 0o555),
-            Raw::file(
+            Member::dir("/nix/", 0o555),
+            Member::dir("/nix/store/", 0o555),
+            Member::dir(format!("{d}/"), 0o555),
+            Member::dir(format!("{d}/share/"), 0o555),
+            Member::file(
                 format!("{d}/share/msg.txt"),
                 "hello from the store\n",
                 0o444,
             ),
-            Raw::dir(format!("{h}/"), 0o555),
-            Raw::dir(format!("{h}/bin/"), 0o555),
-            Raw::file(format!("{h}/bin/hello"), hello_script(), 0o555),
-            Raw::dir(format!("{h}/share/"), 0o555),
-            Raw::file(format!("{h}/share/doc.txt"), "doc\n", 0o444),
+            Member::dir(format!("{h}/"), 0o555),
+            Member::dir(format!("{h}/bin/"), 0o555),
+            Member::file(format!("{h}/bin/hello"), hello_script(), 0o555),
+            Member::dir(format!("{h}/share/"), 0o555),
+            Member::file(format!("{h}/share/doc.txt"), "doc\n", 0o444),
         ],
         true,
         "absolute",
@@ -361,7 +361,7 @@ fn store_paths_under_absolute_names_in_a_base_layer_are_not_packed_again() {
     assert_hello_runs(&child);
 }
 
-/// Q2: only the selected image's layers count. In an archive of A (which has `hello`'s
+/// docs/formats.md §5.4 and §5.6: only the selected image's layers count. In an archive of A (which has `hello`'s
 /// closure) and B (which has not), a child of B packs the closure, `./nix/` and
 /// `./nix/store/` included; nixpkgs would look at A's layers too and leave them out.
 #[test]
@@ -369,7 +369,8 @@ fn store_files_only_another_image_of_the_base_archive_has_are_packed() {
     let case = Case::new();
     let store = fake_store(&case);
     let a = base_with_hello(&case, &store);
-    merge(&a, &busybox_base(&case, "dedup-b")).save(&case.join("two.tar"));
+    a.merge(&busybox_base(&case, "dedup-b"))
+        .save(&case.join("two.tar"));
     let child = build(
         &case,
         &store,

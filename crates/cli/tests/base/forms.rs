@@ -1,20 +1,21 @@
-//! Base archives in the forms found in the wild (buildimage.md Q6, validators.md section 2):
+//! Base archives in the forms found in the wild (docs/formats.md §5.1 and §12.1):
 //! saved by Docker, copied by skopeo, compressed whole or per layer whatever the file name
 //! says, and in the layout of nixpkgs' `streamLayeredImage` (scenario `layered-on-top`).
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::Path;
+use std::fs;
 use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Archive, Case, Raw, diff_id, layer_diff_id, sha256_hex, strings, write_tar};
-use crate::docker::{self, inspect_json};
-use crate::support;
+use buildimage_test_support::{
+    BaseImage, Built, Docker, Image, LayerCompression, Layout, Member, diff_id, docker, gzip,
+    inspect_json, require_tool, run_ok, static_busybox, strings, write_tar, zstd_compress,
+};
+
+use super::Case;
 
 /// A busybox base (`/base.txt` holds `base`), uncompressed, as `base.tar` in `case`.
-fn busybox_base(case: &Case, name: &str) -> crate::docker::Built {
+fn busybox_base(case: &Case, name: &str) -> Built {
     case.busybox_root("root");
     case.build(
         "base",
@@ -29,7 +30,7 @@ fn busybox_base(case: &Case, name: &str) -> crate::docker::Built {
 }
 
 /// A child of `from` that adds `/child.txt`, as `NAME.tar.gz`.
-fn child_of(case: &Case, name: &str, from: &str) -> crate::docker::Built {
+fn child_of(case: &Case, name: &str, from: &str) -> Built {
     case.build(
         name,
         &json!({
@@ -43,8 +44,8 @@ fn child_of(case: &Case, name: &str, from: &str) -> crate::docker::Built {
 
 /// Loads `child`, checks its layers in Docker against the archive's config, and that it
 /// runs with the files of both the base and its own layer.
-fn assert_child_runs(docker: &support::Docker, child: &crate::docker::Built) {
-    let config = Archive::open(&child.archive).config();
+fn assert_child_runs(docker: &Docker, child: &Built) {
+    let config = Image::open(&child.archive).config();
     let image = docker.load_guarded(&child.archive);
     assert_eq!(
         inspect_json(docker, image.name(), ".RootFS.Layers"),
@@ -58,14 +59,6 @@ fn assert_child_runs(docker: &support::Docker, child: &crate::docker::Built) {
     );
 }
 
-/// Runs `program ARGS < nothing > out`, checking that it succeeds.
-fn run_to_file(program: &str, package: &str, args: &[&str], input: &Path, out: &Path) {
-    support::require_tool(program, package);
-    let file =
-        File::create(out).unwrap_or_else(|err| panic!("cannot create {}: {err}", out.display()));
-    support::run_ok(Command::new(program).args(args).arg(input).stdout(file));
-}
-
 /// A base from `docker save` of a loaded image (Docker 20.10 writes the legacy layout:
 /// `<v1 id>/layer.tar`, `<image id>.json`), built upon and run after the base is removed
 /// from the daemon, so the child's archive must bring every layer itself.
@@ -74,10 +67,10 @@ fn base_saved_by_docker_save_is_built_upon_and_runs() {
     let case = Case::new();
     let base = busybox_base(&case, "buildimage-test/saved-base");
     let saved = case.join("saved.tar");
-    let docker = support::docker();
+    let docker = docker();
     {
         let image = docker.load_guarded(&base.archive);
-        support::run_ok(
+        run_ok(
             docker
                 .command()
                 .args(["save", "-o"])
@@ -85,16 +78,16 @@ fn base_saved_by_docker_save_is_built_upon_and_runs() {
                 .arg(image.name()),
         );
     }
-    let archive = Archive::open(&saved);
+    let archive = Image::open(&saved);
     assert_eq!(
         archive.manifest()[0]["RepoTags"],
         json!(["buildimage-test/saved-base:1"])
     );
     let child = child_of(&case, "saved-child", "saved.tar");
-    let config = Archive::open(&child.archive).config();
+    let config = Image::open(&child.archive).config();
     assert_eq!(
         strings(&config["rootfs"]["diff_ids"])[0],
-        layer_diff_id(&base)
+        base.layer_diff_id()
     );
     assert_child_runs(&docker, &child);
 }
@@ -103,11 +96,11 @@ fn base_saved_by_docker_save_is_built_upon_and_runs() {
 /// layout (layers as `<sha256>.tar` at the top level, no layer folders).
 #[test]
 fn base_copied_by_skopeo_is_built_upon_and_runs() {
-    support::require_tool("skopeo", "skopeo");
+    require_tool("skopeo", "skopeo");
     let case = Case::new();
     let base = busybox_base(&case, "buildimage-test/skopeo-base");
     let copied = case.join("skopeo.tar");
-    support::run_ok(
+    run_ok(
         Command::new("skopeo")
             .args(["copy", "-q"])
             .arg(format!("docker-archive:{}", base.archive.display()))
@@ -116,44 +109,32 @@ fn base_copied_by_skopeo_is_built_upon_and_runs() {
                 copied.display()
             )),
     );
-    let archive = Archive::open(&copied);
+    let archive = Image::open(&copied);
     let layers = archive.layers();
     assert!(
         layers.iter().all(|l| !l.ends_with("/layer.tar")),
         "skopeo wrote legacy layer folders after all: {layers:?}"
     );
     let child = child_of(&case, "skopeo-child", "skopeo.tar");
-    let config = Archive::open(&child.archive).config();
+    let config = Image::open(&child.archive).config();
     assert_eq!(
         strings(&config["rootfs"]["diff_ids"])[0],
-        layer_diff_id(&base)
+        base.layer_diff_id()
     );
-    let docker = support::docker();
+    let docker = docker();
     assert_child_runs(&docker, &child);
 }
 
-/// The same base, plain, gzip (`gzip -n`) and zstd, each under a name that says another
+/// The same base, plain, gzip and zstd, each under a name that says another
 /// compression: the bytes decide, and the children are byte-identical.
 #[test]
 fn base_compression_is_told_from_the_bytes_not_the_file_name() {
     let case = Case::new();
     busybox_base(&case, "buildimage-test/compressed-base");
-    let plain = case.join("base.tar");
-    fs::copy(&plain, case.join("plain.tar.zst")).expect("copy the base");
-    run_to_file(
-        "gzip",
-        "gzip",
-        &["-n", "-c"],
-        &plain,
-        &case.join("gzip.tar"),
-    );
-    run_to_file(
-        "zstd",
-        "zstd",
-        &["-q", "-c"],
-        &plain,
-        &case.join("zstd.tar.gz"),
-    );
+    let plain = fs::read(case.join("base.tar")).expect("read base.tar");
+    fs::write(case.join("plain.tar.zst"), &plain).expect("write plain.tar.zst");
+    fs::write(case.join("gzip.tar"), gzip(&plain)).expect("write gzip.tar");
+    fs::write(case.join("zstd.tar.gz"), zstd_compress(&plain)).expect("write zstd.tar.gz");
     assert!(
         fs::read(case.join("gzip.tar"))
             .expect("gzip.tar")
@@ -187,38 +168,43 @@ fn base_compression_is_told_from_the_bytes_not_the_file_name() {
             children[0].archive.display()
         );
     }
-    let docker = support::docker();
+    let docker = docker();
     assert_child_runs(&docker, &children[0]);
 }
 
-/// Rewrites `base.tar` into `NAME.tar` with every layer compressed by `compress` and
-/// renamed `<layer>.SUFFIX`, the manifest pointing at them and the config's diff ids
-/// still those of the plain tars; builds a child on it and checks that the output stores
-/// the base layers uncompressed, byte for byte the original tars, under `<dir>/layer.tar`.
-fn child_of_compressed_layers(
+/// Rewrites `base.tar` into `NAME.tar` ([`BaseImage::from_image`]) in `layout`, with every
+/// layer compressed as `compression` says (and named with its suffix), the config's diff
+/// ids still those of the plain tars; builds a child on it and checks that the output
+/// stores the base layers uncompressed, byte for byte the original tars, under
+/// `<dir>/layer.tar`.
+fn child_of_relaid(
     case: &Case,
     name: &str,
-    suffix: &str,
-    compress: fn(&[u8]) -> Vec<u8>,
-) -> crate::docker::Built {
-    let mut archive = Archive::open(&case.join("base.tar"));
-    let mut manifest = archive.manifest();
-    let mut originals = Vec::new();
-    let mut renamed = Vec::new();
-    for layer in archive.layers() {
-        let plain = archive.file(&layer).to_vec();
-        let new_name = format!("{layer}.{suffix}");
-        archive.put(&layer, compress(&plain));
-        archive.rename(&layer, &new_name);
-        originals.push(plain);
-        renamed.push(Value::String(new_name));
-    }
-    manifest[0]["Layers"] = Value::Array(renamed);
-    archive.set_manifest(&manifest);
-    archive.save(&case.join(format!("{name}.tar")));
+    layout: Layout,
+    compression: LayerCompression,
+) -> Built {
+    let base = Image::open(&case.join("base.tar"));
+    let originals: Vec<Vec<u8>> = base
+        .layers()
+        .iter()
+        .map(|layer| base.file(layer).to_vec())
+        .collect();
+    let rewritten = BaseImage::from_image(&base)
+        .layout(layout)
+        .layer_compression(compression)
+        .to_image();
+    assert!(
+        rewritten
+            .layers()
+            .iter()
+            .all(|l| !l.ends_with("/layer.tar")),
+        "{:?}",
+        rewritten.layers()
+    );
+    rewritten.save(&case.join(format!("{name}.tar")));
 
     let child = child_of(case, &format!("{name}-child"), &format!("{name}.tar"));
-    let out = Archive::open(&child.archive);
+    let out = Image::open(&child.archive);
     let layers = out.layers();
     assert_eq!(layers.len(), originals.len() + 1, "{layers:?}");
     for (path, original) in layers.iter().zip(&originals) {
@@ -236,35 +222,44 @@ fn child_of_compressed_layers(
     child
 }
 
+/// docs/formats.md §5.1: skopeo's layout (`<sha256>.tar` layers at the top level, no
+/// layer folders) made by hand, here with zstd layers, which skopeo itself does not
+/// write: the child stores the plain layers under `<dir>/layer.tar`.
+#[test]
+fn base_in_skopeo_layout_with_zstd_layers_made_by_hand_is_built_upon() {
+    let case = Case::new();
+    busybox_base(&case, "buildimage-test/skopeo-layout-base");
+    child_of_relaid(
+        &case,
+        "skopeo-layout",
+        Layout::Skopeo,
+        LayerCompression::Zstd,
+    );
+}
+
 /// A base whose layers are gzip-compressed one by one (`<dir>/layer.tar.gz`): stored
 /// uncompressed in the output, which Docker loads and runs.
 #[test]
 fn base_with_gzip_compressed_layers_is_stored_uncompressed_and_loads() {
     let case = Case::new();
     busybox_base(&case, "buildimage-test/gzip-layers-base");
-    let child = child_of_compressed_layers(&case, "gzip-layers", "gz", |plain| {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-        encoder.write_all(plain).expect("gzip a layer");
-        encoder.finish().expect("gzip a layer")
-    });
-    let docker = support::docker();
+    let child = child_of_relaid(&case, "gzip-layers", Layout::Legacy, LayerCompression::Gzip);
+    let docker = docker();
     assert_child_runs(&docker, &child);
 }
 
-/// The same with zstd layers, which Docker 20.10 cannot load itself (validators.md,
-/// section 2): stored uncompressed, the child loads and runs.
+/// The same with zstd layers, which Docker 20.10 cannot load itself (docs/formats.md
+/// §12.1): stored uncompressed, the child loads and runs.
 #[test]
 fn base_with_zstd_compressed_layers_is_stored_uncompressed_and_loads() {
     let case = Case::new();
     busybox_base(&case, "buildimage-test/zstd-layers-base");
-    let child = child_of_compressed_layers(&case, "zstd-layers", "zst", |plain| {
-        zstd::encode_all(plain, 3).expect("zstd a layer")
-    });
-    let docker = support::docker();
+    let child = child_of_relaid(&case, "zstd-layers", Layout::Legacy, LayerCompression::Zstd);
+    let docker = docker();
     assert_child_runs(&docker, &child);
 }
 
-/// Q6: the layout `docker save` writes since Docker 25, an OCI layout (`oci-layout`,
+/// docs/formats.md §5.1: the layout `docker save` writes since Docker 25, an OCI layout (`oci-layout`,
 /// `index.json`, `blobs/sha256/…`, here with one unused blob too) plus `manifest.json`
 /// whose `Config` and `Layers` name blobs. The output is a plain legacy archive: no
 /// `index.json`, `oci-layout` or `blobs/` carried over.
@@ -272,99 +267,27 @@ fn base_with_zstd_compressed_layers_is_stored_uncompressed_and_loads() {
 fn base_in_docker_25_oci_layout_leaves_no_oci_leftovers_and_runs() {
     let case = Case::new();
     busybox_base(&case, "buildimage-test/oci-base");
-    let legacy = Archive::open(&case.join("base.tar"));
-    let config = legacy.file(legacy.manifest()[0]["Config"].as_str().expect("Config"));
-    let layers: Vec<Vec<u8>> = legacy
-        .layers()
-        .iter()
-        .map(|l| legacy.file(l).to_vec())
-        .collect();
-    let blob = |bytes: &[u8]| format!("blobs/sha256/{}", sha256_hex(bytes));
-    let descriptor = |media: &str, bytes: &[u8]| json!({ "mediaType": media, "digest": diff_id(bytes), "size": bytes.len() });
-    let oci_manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": descriptor("application/vnd.oci.image.config.v1+json", config),
-        "layers": layers
-            .iter()
-            .map(|l| descriptor("application/vnd.oci.image.layer.v1.tar", l))
-            .collect::<Vec<_>>(),
-    }))
-    .expect("JSON");
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": diff_id(&oci_manifest),
-            "size": oci_manifest.len(),
-            "annotations": {
-                "io.containerd.image.name": "docker.io/buildimage-test/oci-base:1",
-                "org.opencontainers.image.ref.name": "1",
-            },
-        }],
-    });
-    let unused = write_tar(&[Raw::file("unused.txt", "unused\n", 0o644)], false);
-    let mut members = vec![
-        Raw::dir("blobs/", 0o755),
-        Raw::dir("blobs/sha256/", 0o755),
-        Raw::file(blob(config), config.to_vec(), 0o644),
-        Raw::file(blob(&oci_manifest), oci_manifest.clone(), 0o644),
-        Raw::file(blob(&unused), unused, 0o644),
-    ];
-    for layer in &layers {
-        members.push(Raw::file(blob(layer), layer.clone(), 0o644));
-    }
-    let manifest = json!([{
-        "Config": blob(config),
-        "RepoTags": ["buildimage-test/oci-base:1"],
-        "Layers": layers.iter().map(|l| blob(l)).collect::<Vec<_>>(),
-    }]);
-    members.extend([
-        Raw::file(
-            "index.json",
-            serde_json::to_vec(&index).expect("JSON"),
-            0o644,
-        ),
-        Raw::file(
-            "manifest.json",
-            serde_json::to_vec(&manifest).expect("JSON"),
-            0o644,
-        ),
-        Raw::file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#, 0o644),
-        Raw::file("repositories", legacy.file("repositories").to_vec(), 0o644),
-    ]);
-    fs::write(case.join("oci.tar"), write_tar(&members, false)).expect("write oci.tar");
-
-    let child = child_of(&case, "oci-child", "oci.tar");
-    let out = Archive::open(&child.archive);
-    let names: Vec<String> = out.members.iter().map(Raw::name).collect();
+    let child = child_of_relaid(&case, "oci", Layout::Docker25, LayerCompression::None);
+    let oci = Image::open(&case.join("oci.tar"));
+    assert!(
+        oci.members.iter().any(|m| m.name == b"index.json")
+            && oci.layers().iter().all(|l| l.starts_with("blobs/sha256/")),
+        "a Docker 25 layout"
+    );
+    let out = Image::open(&child.archive);
+    let names: Vec<String> = out.members.iter().map(Member::name).collect();
     assert!(
         names
             .iter()
             .all(|n| !n.starts_with("blobs") && n != "index.json" && n != "oci-layout"),
         "OCI leftovers in the output: {names:?}"
     );
-    let diff_ids = strings(&out.config()["rootfs"]["diff_ids"]);
-    assert_eq!(
-        diff_ids[..layers.len()],
-        layers.iter().map(|l| diff_id(l)).collect::<Vec<_>>()[..]
-    );
-    let docker = support::docker();
+    let docker = docker();
     assert_child_runs(&docker, &child);
 }
 
 /// A fake store path hash: 32 characters of Nix's base-32 alphabet.
 const BUSYBOX_HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
-
-/// Go's name of the host's architecture, for a hand-made config.
-fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => panic!("no Go name for the architecture {other} in this test"),
-    }
-}
 
 /// `layered-on-top`: a base in the layout nixpkgs' `streamLayeredImage` writes:
 /// `manifest.json` with `Config`, `RepoTags` and `Layers` only, `<sha256>/layer.tar` with
@@ -375,66 +298,38 @@ fn base_in_stream_layered_image_layout_is_built_upon_and_runs() {
     let case = Case::new();
     let store = format!("/nix/store/{BUSYBOX_HASH}-busybox-static");
     let mut store_layer = vec![
-        Raw::dir("/nix/", 0o555),
-        Raw::dir("/nix/store/", 0o555),
-        Raw::dir(format!("{store}/"), 0o555),
-        Raw::dir(format!("{store}/bin/"), 0o555),
-        Raw::file(
-            format!("{store}/bin/busybox"),
-            docker::static_busybox(),
-            0o555,
-        ),
+        Member::dir("/nix/", 0o555),
+        Member::dir("/nix/store/", 0o555),
+        Member::dir(format!("{store}/"), 0o555),
+        Member::dir(format!("{store}/bin/"), 0o555),
+        Member::file(format!("{store}/bin/busybox"), static_busybox(), 0o555),
     ];
     for applet in ["cat", "chmod", "echo", "mkdir", "sh", "stat"] {
-        store_layer.push(Raw::symlink(format!("{store}/bin/{applet}"), "busybox"));
+        store_layer.push(Member::symlink(format!("{store}/bin/{applet}"), "busybox"));
     }
     let layers = [
         write_tar(&store_layer, true),
         write_tar(
             &[
-                Raw::symlink("bin", format!("{store}/bin")),
-                Raw::dir("tmp/", 0o1777),
+                Member::symlink("bin", format!("{store}/bin")),
+                Member::dir("tmp/", 0o1777),
             ],
             true,
         ),
     ];
-    let config = json!({
-        "architecture": host_architecture(),
-        "config": { "Env": ["PATH=/bin"] },
-        "created": "1970-01-01T00:00:01Z",
-        "os": "linux",
-        "rootfs": {
-            "diff_ids": layers.iter().map(|l| diff_id(l)).collect::<Vec<_>>(),
-            "type": "layers",
-        },
-        "history": [
-            { "created": "1970-01-01T00:00:01Z", "comment": "store paths: [busybox-static]" },
-            { "created": "1970-01-01T00:00:01Z", "comment": "customisation layer" },
-        ],
-    });
-    let config_bytes = serde_json::to_vec(&config).expect("JSON");
-    let config_name = format!("{}.json", sha256_hex(&config_bytes));
-    let layer_names: Vec<String> = layers
-        .iter()
-        .map(|l| format!("{}/layer.tar", sha256_hex(l)))
-        .collect();
-    let manifest = json!([{
-        "Config": config_name,
-        "RepoTags": ["buildimage-test/stream-layered:1"],
-        "Layers": layer_names,
-    }]);
-    let mut outer: Vec<Raw> = layer_names
-        .iter()
-        .zip(&layers)
-        .map(|(name, layer)| Raw::file(name, layer.clone(), 0o444))
-        .collect();
-    outer.push(Raw::file(&config_name, config_bytes, 0o444));
-    outer.push(Raw::file(
-        "manifest.json",
-        serde_json::to_vec(&manifest).expect("JSON"),
-        0o444,
-    ));
-    fs::write(case.join("layered.tar"), write_tar(&outer, true)).expect("write layered.tar");
+    BaseImage::new("buildimage-test/stream-layered:1")
+        .layer(layers[0].clone())
+        .layer(layers[1].clone())
+        .config(json!({
+            "config": { "Env": ["PATH=/bin"] },
+            "created": "1970-01-01T00:00:01Z",
+            "history": [
+                { "created": "1970-01-01T00:00:01Z", "comment": "store paths: [busybox-static]" },
+                { "created": "1970-01-01T00:00:01Z", "comment": "customisation layer" },
+            ],
+        }))
+        .layout(Layout::StreamLayered)
+        .save(&case.join("layered.tar"));
 
     let child = case.build(
         "layered-on-top",
@@ -449,7 +344,7 @@ fn base_in_stream_layered_image_layout_is_built_upon_and_runs() {
             },
         }),
     );
-    let out = Archive::open(&child.archive);
+    let out = Image::open(&child.archive);
     let stored = out.layers();
     assert_eq!(
         stored.len(),
@@ -467,7 +362,7 @@ fn base_in_stream_layered_image_layout_is_built_upon_and_runs() {
         json!(["PATH=/bin", "PATH=/bin"])
     );
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&child.archive);
     assert_eq!(docker.run(image.name(), &[]).assert_success(), "hello\n");
     assert_eq!(

@@ -8,11 +8,13 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Archive, Case, Raw, diff_id, write_tar};
+use buildimage_test_support::{Image, Member, diff_id, listing, write_tar};
+
+use super::Case;
 
 /// A small, uncompressed base whose layer is most of the archive (a 96 KiB file), saved
 /// as `base.tar`; returns it read back.
-fn small_base(case: &Case) -> Archive {
+fn small_base(case: &Case) -> Image {
     // Text that does not repeat, so the layer's bytes are found only once in the archive.
     let text = (0..12_000).fold(String::new(), |mut text, i| {
         let _ = writeln!(text, "{i:07}");
@@ -28,7 +30,7 @@ fn small_base(case: &Case) -> Archive {
             "compressor": "none",
         }),
     );
-    Archive::open(&built.archive)
+    Image::open(&built.archive)
 }
 
 /// The spec of a child of `from`.
@@ -109,7 +111,7 @@ fn base_config_that_does_not_match_its_name_fails_naming_it() {
 fn truncated_base_archive_fails_plain_or_gzip() {
     let case = Case::new();
     let archive = small_base(&case);
-    let bytes = archive.to_bytes();
+    let bytes = archive.to_bytes(false);
     let layer = archive.file(&archive.layers()[0]);
     let start = bytes
         .windows(512)
@@ -145,22 +147,24 @@ fn base_members_named_to_escape_are_ignored_with_a_warning_and_write_nothing_out
     let rooted = format!("/../{unique}");
     archive
         .members
-        .insert(1, Raw::file(&dotdot, "gotcha\n", 0o644));
+        .insert(1, Member::file(&dotdot, "gotcha\n", 0o644));
     archive
         .members
-        .insert(2, Raw::file(&rooted, "gotcha\n", 0o644));
+        .insert(2, Member::file(&rooted, "gotcha\n", 0o644));
     archive
         .members
-        .insert(3, Raw::symlink("out", "../../../../../../../.."));
-    archive
-        .members
-        .insert(4, Raw::file(format!("out/tmp/{unique}"), "gotcha\n", 0o644));
+        .insert(3, Member::symlink("out", "../../../../../../../.."));
+    archive.members.insert(
+        4,
+        Member::file(format!("out/tmp/{unique}"), "gotcha\n", 0o644),
+    );
     archive.save(&case.join("escape.tar"));
 
-    let (built, stderr) = case.build_stderr("child", &child("escape.tar"));
-    assert_mentions(&stderr, &[&dotdot, &rooted, "outside"]);
-    let out = Archive::open(&built.archive);
-    let names: Vec<String> = out.members.iter().map(Raw::name).collect();
+    let built = case.build("child", &child("escape.tar"));
+    let stderr = &built.stderr;
+    assert_mentions(stderr, &[&dotdot, &rooted, "outside"]);
+    let out = Image::open(&built.archive);
+    let names: Vec<String> = out.members.iter().map(Member::name).collect();
     assert!(
         names
             .iter()
@@ -179,19 +183,11 @@ fn base_members_named_to_escape_are_ignored_with_a_warning_and_write_nothing_out
             candidate.display()
         );
     }
-    let everything = crate::support::listing(case.path());
+    let everything = listing(case.path());
     assert!(
         everything.iter().all(|l| !l.contains(&unique)),
         "{everything:#?}"
     );
-}
-
-/// A hard link member `name` to `target`.
-fn hard_link(name: &str, target: &str) -> Raw {
-    Raw {
-        kind: tar::EntryType::Link,
-        ..Raw::symlink(name, target)
-    }
 }
 
 /// A manifest whose layer path leads to a host file, by an absolute path, by `..`, by a
@@ -202,7 +198,7 @@ fn hard_link(name: &str, target: &str) -> Raw {
 fn base_layer_paths_leading_out_of_the_archive_never_read_host_files() {
     let case = Case::new();
     let base = small_base(&case);
-    let secret = write_tar(&[Raw::file("secret.txt", "host secret\n", 0o644)], false);
+    let secret = write_tar(&[Member::file("secret.txt", "host secret\n", 0o644)], false);
     std::fs::write(case.join("secret.tar"), &secret).expect("write secret.tar");
     let absolute = case.join("secret.tar").to_string_lossy().into_owned();
     let case_dir = case.path().to_string_lossy().into_owned();
@@ -214,15 +210,15 @@ fn base_layer_paths_leading_out_of_the_archive_never_read_host_files() {
         ("tmp/../../secret.tar".to_owned(), None),
         (
             "lnk/secret.tar".to_owned(),
-            Some(Raw::symlink("lnk", &case_dir)),
+            Some(Member::symlink("lnk", &case_dir)),
         ),
         (
             "up".to_owned(),
-            Some(Raw::symlink("up", "../../secret.tar")),
+            Some(Member::symlink("up", "../../secret.tar")),
         ),
         (
             "hard.tar".to_owned(),
-            Some(hard_link("hard.tar", &absolute)),
+            Some(Member::hard_link("hard.tar", &absolute)),
         ),
     ];
     for (index, (layer, member)) in variants.into_iter().enumerate() {

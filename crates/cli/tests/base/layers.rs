@@ -3,13 +3,13 @@
 
 use serde_json::{Value, json};
 
-use super::{Archive, Case, lines_starting, strings};
-use crate::docker::inspect_json;
-use crate::support;
+use buildimage_test_support::{Built, Image, diff_id, docker, inspect_json, run_ok, strings};
+
+use super::{Case, lines_starting};
 
 /// `layersOrder`: three images chained with `fromImage`, each writing `tmp/layerN` and
 /// the shared `tmp/shared`. The top layer wins, the base layers keep their order, and the
-/// base history is kept as it is (Q4: nixpkgs would rewrite every `created`).
+/// base history is kept as it is (docs/formats.md §4.4: nixpkgs would rewrite every `created`).
 #[test]
 fn layers_order_three_chained_images_keep_base_layers_first_and_top_layer_wins() {
     let case = Case::new();
@@ -46,10 +46,10 @@ fn layers_order_three_chained_images_keep_base_layers_first_and_top_layer_wins()
             "created": "2003-03-03T00:00:00Z",
         }),
     );
-    let layer = |built: &crate::docker::Built| built.info["layer"]["diffId"].clone();
+    let layer = |built: &Built| built.info["layer"]["diffId"].clone();
     let expected = json!([layer(&one), layer(&two), layer(&three)]);
 
-    let archive = Archive::open(&three.archive);
+    let archive = Image::open(&three.archive);
     let config = archive.config();
     assert_eq!(config["rootfs"]["diff_ids"], expected);
     assert_eq!(
@@ -64,16 +64,16 @@ fn layers_order_three_chained_images_keep_base_layers_first_and_top_layer_wins()
     let layers = archive.layers();
     assert_eq!(layers.len(), 3, "{layers:?}");
     for (path, id) in layers.iter().zip(strings(&expected)) {
-        assert_eq!(super::diff_id(archive.file(path)), id, "layer {path}");
+        assert_eq!(diff_id(archive.file(path)), id, "layer {path}");
     }
     // The middle image's layers are the first two of the top one.
-    let two_config = Archive::open(&two.archive).config();
+    let two_config = Image::open(&two.archive).config();
     assert_eq!(
         two_config["rootfs"]["diff_ids"],
         json!([layer(&one), layer(&two)])
     );
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&three.archive);
     assert_eq!(image.name(), "buildimage-test/layers-three:3");
     assert_eq!(
@@ -91,7 +91,7 @@ fn layers_order_three_chained_images_keep_base_layers_first_and_top_layer_wins()
         ],
     );
     assert_eq!(out.assert_success(), "layer1\nlayer2\nlayer3\nlayer3\n");
-    let history = support::run_ok(
+    let history = run_ok(
         docker
             .command()
             .args(["history", "-q", "--no-trunc"])
@@ -156,10 +156,10 @@ fn environment_variables_follow_the_base_env_and_only_inherit_config_keeps_cmd()
         "LAST_LAYER=child"
     ]);
     assert_eq!(
-        Archive::open(&child.archive).config()["config"],
+        Image::open(&child.archive).config()["config"],
         json!({ "Env": env })
     );
-    let inherited = Archive::open(&inheriting.archive).config()["config"].clone();
+    let inherited = Image::open(&inheriting.archive).config()["config"].clone();
     assert_eq!(inherited["Env"], env);
     assert_eq!(
         inherited["Cmd"],
@@ -168,7 +168,7 @@ fn environment_variables_follow_the_base_env_and_only_inherit_config_keeps_cmd()
     assert_eq!(inherited["WorkingDir"], "/childdir");
     assert_eq!(inherited["User"], "0:0");
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&child.archive);
     let config = inspect_json(&docker, image.name(), ".Config");
     assert_eq!(config["Env"], env);
@@ -222,7 +222,7 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
             "compressor": "none",
         }),
     );
-    let mut archive = Archive::open(&base.archive);
+    let mut archive = Image::open(&base.archive);
     let layer = archive.layers().remove(0);
     let mut manifest = archive.manifest();
     manifest[0]["Layers"] = json!([layer, layer]);
@@ -230,7 +230,7 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
     let mut config = archive.config();
     let id = config["rootfs"]["diff_ids"][0].clone();
     config["rootfs"]["diff_ids"] = json!([id, id]);
-    // One history entry for two layers: buildimage falls back to one per layer (Q4).
+    // One history entry for two layers: buildimage falls back to one per layer (docs/formats.md §4.4).
     archive.set_config(&config);
     archive.save(&case.join("repeated.tar"));
 
@@ -243,7 +243,7 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
             "extraCommands": "echo child > child.txt",
         }),
     );
-    let out = Archive::open(&child.archive);
+    let out = Image::open(&child.archive);
     let new = child.info["layer"]["diffId"].clone();
     assert_eq!(out.config()["rootfs"]["diff_ids"], json!([id, id, new]));
     assert_eq!(out.config()["history"].as_array().map(Vec::len), Some(3));
@@ -256,7 +256,7 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
         .count();
     assert_eq!(copies, 1, "the repeated layer is stored once");
 
-    let docker = support::docker();
+    let docker = docker();
     let saved = case.join("saved.tar");
     {
         let image = docker.load_guarded(&child.archive);
@@ -273,7 +273,7 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
                 .assert_success(),
             "child\n"
         );
-        support::run_ok(
+        run_ok(
             docker
                 .command()
                 .args(["save", "-o"])
@@ -284,12 +284,12 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
 
     // `docker save` writes a layer it has already written as a symlink to the first copy
     // (`<v1 id>/layer.tar -> ../<v1 id>/layer.tar`): building on that must follow it.
-    let resaved = Archive::open(&saved);
+    let resaved = Image::open(&saved);
     let links: Vec<String> = resaved
         .members
         .iter()
         .filter(|m| m.kind == tar::EntryType::Symlink)
-        .map(super::Raw::name)
+        .map(super::Member::name)
         .collect();
     assert!(
         links.iter().any(|l| l.ends_with("layer.tar")),
@@ -318,7 +318,7 @@ fn repeated_layer_test_image_base_listing_a_layer_twice_loads_and_runs() {
     );
 }
 
-/// Q4: the base history is copied as it is (`empty_layer` entries, `created_by`,
+/// docs/formats.md §4.4: the base history is copied as it is (`empty_layer` entries, `created_by`,
 /// `comment`, its own dates) and one entry is appended for the new layer; nixpkgs would
 /// write one `{"created": …}` per layer instead.
 #[test]
@@ -351,7 +351,7 @@ fn base_history_with_empty_layer_entries_is_kept_and_the_new_layer_appended() {
             "empty_layer": true,
         },
     ]);
-    let mut archive = Archive::open(&base.archive);
+    let mut archive = Image::open(&base.archive);
     let mut config = archive.config();
     config["history"] = history.clone();
     archive.set_config(&config);
@@ -369,13 +369,13 @@ fn base_history_with_empty_layer_entries_is_kept_and_the_new_layer_appended() {
     let mut expected = history.as_array().expect("a list").clone();
     expected.push(json!({ "created": "1970-01-01T00:00:01Z" }));
     assert_eq!(
-        Archive::open(&child.archive).config()["history"],
+        Image::open(&child.archive).config()["history"],
         Value::Array(expected)
     );
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&child.archive);
-    let listed = support::run_ok(docker.command().args([
+    let listed = run_ok(docker.command().args([
         "history",
         "--no-trunc",
         "--format",

@@ -1,12 +1,12 @@
-//! `fromImageName` and `fromImageTag` on an archive holding two images (buildimage.md Q2):
+//! `fromImageName` and `fromImageTag` on an archive holding two images (docs/formats.md §5.4):
 //! the pair selects by exact `name:tag`, a pair that matches nothing is an error listing
 //! the tags found, a lone name is ignored with a warning.
 
 use serde_json::{Value, json};
 
-use super::{Archive, Case, layer_diff_id, merge, strings};
-use crate::docker::Built;
-use crate::support;
+use buildimage_test_support::{Built, Image, docker, strings, write};
+
+use super::Case;
 
 const A: &str = "buildimage-test/pick-a";
 const B: &str = "buildimage-test/pick-b";
@@ -21,7 +21,7 @@ fn two_images(case: &Case) -> (Built, Built) {
         let letter = &file[..1];
         let rel = format!("root-{letter}");
         let root = case.busybox_root(&rel);
-        crate::docker::write(&root.join(file), format!("{letter}\n").as_bytes(), 0o644);
+        write(&root.join(file), format!("{letter}\n").as_bytes(), 0o644);
         built.push(case.build(
             &format!("image-{letter}"),
             &json!({
@@ -36,7 +36,7 @@ fn two_images(case: &Case) -> (Built, Built) {
     let b = built.pop().expect("B");
     let a = built.pop().expect("A");
 
-    let mut merged = merge(&Archive::open(&a.archive), &Archive::open(&b.archive));
+    let mut merged = Image::open(&a.archive).merge(&Image::open(&b.archive));
     let mut manifest = merged.manifest();
     let mut untagged = manifest[0].clone();
     untagged["RepoTags"] = Value::Null;
@@ -48,7 +48,7 @@ fn two_images(case: &Case) -> (Built, Built) {
 
 /// The first diff id of a built archive's config: the base layer it was built on.
 fn first_layer(built: &Built) -> String {
-    strings(&Archive::open(&built.archive).config()["rootfs"]["diff_ids"])[0].clone()
+    strings(&Image::open(&built.archive).config()["rootfs"]["diff_ids"])[0].clone()
 }
 
 #[test]
@@ -66,18 +66,18 @@ fn from_image_name_and_tag_select_the_second_image_of_a_two_image_archive() {
             "extraCommands": "echo child > child.txt",
         }),
     );
-    assert_eq!(first_layer(&child), layer_diff_id(&b));
-    assert_ne!(first_layer(&child), layer_diff_id(&a));
-    let config = Archive::open(&child.archive).config();
+    assert_eq!(first_layer(&child), b.layer_diff_id());
+    assert_ne!(first_layer(&child), a.layer_diff_id());
+    let config = Image::open(&child.archive).config();
     assert_eq!(config["config"]["Env"], json!(["FROM=b"]), "the Env of B");
     // `parent` is the selected image's ID, on one line (nixpkgs writes a JSON text).
-    let out = Archive::open(&child.archive);
+    let out = Image::open(&child.archive);
     let id = child.info["layer"]["id"].as_str().expect("layer.id");
     let json = out.json(&format!("{id}/json"));
     let b_id = b.str("configDigest").trim_start_matches("sha256:");
     assert_eq!(json["parent"], b_id, "{json:#}");
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&child.archive);
     assert_eq!(
         docker
@@ -125,7 +125,7 @@ fn from_image_name_and_tag_matching_no_image_fail_listing_the_tags_found() {
 fn lone_from_image_name_warns_once_and_uses_the_first_image() {
     let case = Case::new();
     let (a, _) = two_images(&case);
-    let (child, stderr) = case.build_stderr(
+    let child = case.build(
         "child",
         &json!({
             "name": "buildimage-test/lone-name",
@@ -135,8 +135,9 @@ fn lone_from_image_name_warns_once_and_uses_the_first_image() {
             "extraCommands": "echo child > child.txt",
         }),
     );
-    assert_eq!(first_layer(&child), layer_diff_id(&a));
-    let config = Archive::open(&child.archive).config();
+    let stderr = &child.stderr;
+    assert_eq!(first_layer(&child), a.layer_diff_id());
+    let config = Image::open(&child.archive).config();
     assert_eq!(config["config"]["Env"], json!(["FROM=a"]), "the Env of A");
     let warnings: Vec<&str> = stderr
         .lines()
@@ -155,7 +156,7 @@ fn lone_from_image_name_warns_once_and_uses_the_first_image() {
         "{stderr}"
     );
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&child.archive);
     assert_eq!(
         docker

@@ -1,4 +1,4 @@
-//! The layer's entries (buildimage.md section 4): names, order, owners, times, modes, and
+//! The layer's entries (docs/formats.md §1.4–1.6): names, order, owners, times, modes, and
 //! how `copyToRoot` items are copied.
 
 use std::ffi::OsStr;
@@ -8,11 +8,14 @@ use std::os::unix::net::UnixListener;
 
 use serde_json::json;
 
-use super::{EPOCH_1980, Scratch, build_in, buildimage, chmod, ln_s, mkdir, run_ok, stderr, write};
+use super::{build_in, test_dir};
+use buildimage_test_support::{
+    Buildimage, DEFAULT_CREATED, EPOCH_1980, Image, TestDir, chmod, ln_s, mkdir, stderr, write,
+};
 
 #[test]
 fn layer_entries_are_dot_slash_names_sorted_byte_wise_depth_first() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     // Byte order: 'B' < '_' < 'a'; "a" < "a-b" < "a.b" between siblings, so the folder
@@ -52,7 +55,7 @@ fn layer_entries_are_dot_slash_names_sorted_byte_wise_depth_first() {
 
 #[test]
 fn layer_owner_comes_from_uid_and_gid_with_names_only_for_root() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("f"), b"f", 0o644);
@@ -92,7 +95,7 @@ fn layer_owner_comes_from_uid_and_gid_with_names_only_for_root() {
 
 #[test]
 fn layer_times_are_1980_or_source_date_epoch_and_created_stays() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root.join("d"), 0o755);
     write(&root.join("d/f"), b"f", 0o644);
@@ -101,28 +104,26 @@ fn layer_times_are_1980_or_source_date_epoch_and_created_stays() {
         "name": "times", "tag": "t", "copyToRoot": "root", "compressor": "none",
     }));
     let out = scratch.join("image.tar");
-    run_ok(
-        buildimage(scratch.path())
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&out),
-    );
-    let image = super::Image::open(&out);
+    Buildimage::new()
+        .cwd(scratch.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .build(&spec_path)
+        .out(&out)
+        .run_ok();
+    let image = Image::open(&out);
     let layer = image.layer();
     assert_eq!(layer.len(), 4, "{:?}", image.layer_listing());
     for member in &layer {
         assert_eq!(member.mtime, 1_700_000_000, "{}", member.name());
     }
     // SOURCE_DATE_EPOCH changes the tar times only, never `created`.
-    assert_eq!(image.config()["created"], super::DEFAULT_CREATED);
-    assert_eq!(image.layer_json()["created"], super::DEFAULT_CREATED);
+    assert_eq!(image.config()["created"], DEFAULT_CREATED);
+    assert_eq!(image.layer_json()["created"], DEFAULT_CREATED);
 }
 
 #[test]
 fn layer_root_gets_ug_write_with_and_without_copy_to_root() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let (image, _) = build_in(
         &scratch,
         &json!({ "name": "empty", "tag": "t", "compressor": "none" }),
@@ -154,7 +155,7 @@ fn layer_root_gets_ug_write_with_and_without_copy_to_root() {
 
 #[test]
 fn later_copy_to_root_items_win_and_directories_merge() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let first = scratch.join("first");
     let second = scratch.join("second");
     mkdir(&first.join("etc"), 0o755);
@@ -194,7 +195,7 @@ fn later_copy_to_root_items_win_and_directories_merge() {
 
 /// A `buildEnv`-like item whose `bin` is a symlink to a folder in another item, plus a
 /// symlink to a file and a dangling one.
-fn dirlink_sources(scratch: &Scratch) {
+fn dirlink_sources(scratch: &TestDir) {
     let pkg = scratch.join("pkg");
     mkdir(&pkg.join("bin"), 0o555);
     write(&pkg.join("bin/hello"), b"hello", 0o555);
@@ -207,7 +208,7 @@ fn dirlink_sources(scratch: &Scratch) {
 
 #[test]
 fn directory_symlinks_become_directories_by_default() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     dirlink_sources(&scratch);
     let (image, _) = build_in(
         &scratch,
@@ -228,7 +229,7 @@ fn directory_symlinks_become_directories_by_default() {
 
 #[test]
 fn keep_contents_dirlinks_keeps_directory_symlinks() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     dirlink_sources(&scratch);
     let spec = json!({
         "name": "dirlinks", "tag": "t", "copyToRoot": "env", "compressor": "none",
@@ -248,7 +249,7 @@ fn keep_contents_dirlinks_keeps_directory_symlinks() {
 
 #[test]
 fn sockets_are_skipped_with_a_warning_on_stderr() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("kept"), b"kept", 0o644);
@@ -273,7 +274,7 @@ fn sockets_are_skipped_with_a_warning_on_stderr() {
 
 #[test]
 fn hard_links_become_separate_regular_files() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("one"), b"same inode", 0o644);
@@ -296,7 +297,7 @@ fn hard_links_become_separate_regular_files() {
 
 #[test]
 fn non_utf8_and_long_names_and_link_targets_survive() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     let latin1 = OsStr::from_bytes(b"caf\xe9");

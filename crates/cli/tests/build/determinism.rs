@@ -1,15 +1,16 @@
-//! Identical inputs give identical bytes, whatever the machine's state (cli-contract.md,
-//! "Output"); the automatic tag and `created = "now"` (buildimage.md sections 3 and 10).
+//! Identical inputs give identical bytes, whatever the machine's state (docs/formats.md
+//! §13.2); the automatic tag and `created = "now"` (§4.8).
 
 use std::fs::{self, File};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{
-    DEFAULT_CREATED, Image, Scratch, buildimage, buildimage_with_umask, chmod, ln_s, mkdir, run_ok,
-    write,
+use super::test_dir;
+use buildimage_test_support::{
+    Buildimage, DEFAULT_CREATED, Image, TestDir, chmod, ln_s, mkdir, require_tool, run_ok, write,
 };
 
 /// What a test tree holds, parents before children: `(path, mode, content)`, where a
@@ -106,9 +107,9 @@ fn first_cpu() -> String {
 
 #[test]
 fn same_inputs_give_identical_bytes_for_every_compressor() {
-    crate::support::require_tool("taskset", "util-linux");
-    let first = Scratch::new();
-    let second = Scratch::new();
+    require_tool("taskset", "util-linux");
+    let first = test_dir();
+    let second = test_dir();
     make_tree(&first.join("tree"), false, 1_000_000_000);
     make_tree(&second.join("tree"), true, 1_600_000_000);
     for compressor in ["none", "gz", "zstd"] {
@@ -116,19 +117,18 @@ fn same_inputs_give_identical_bytes_for_every_compressor() {
         let spec_second = second.spec(&spec(compressor));
         let out_first = first.join(format!("image-{compressor}"));
         let out_second = second.join(format!("image-{compressor}"));
-        run_ok(
-            buildimage_with_umask(first.path(), "022")
-                .env("TZ", "UTC")
-                .env("LC_ALL", "C")
-                .arg("build")
-                .arg(&spec_first)
-                .arg("-o")
-                .arg(&out_first),
-        );
+        Buildimage::new()
+            .cwd(first.path())
+            .umask("022")
+            .env("TZ", "UTC")
+            .env("LC_ALL", "C")
+            .build(&spec_first)
+            .out(&out_first)
+            .run_ok();
         // Another umask, time zone, locale and number of cores.
-        let bin = super::bin_path();
+        let bin = Buildimage::bin();
         run_ok(
-            assert_cmd::Command::new("taskset")
+            Command::new("taskset")
                 .current_dir(second.path())
                 .env_remove("SOURCE_DATE_EPOCH")
                 .env("TZ", "Pacific/Chatham")
@@ -176,16 +176,14 @@ fn same_inputs_give_identical_bytes_for_every_compressor() {
 
 /// Builds the spec in `scratch` and returns the tag from `--json` after checking that the
 /// archive carries the same one.
-fn auto_tag(scratch: &Scratch) -> String {
+fn auto_tag(scratch: &TestDir) -> String {
     let spec_path = scratch.spec(&json!({ "name": "Auto/Tag", "copyToRoot": "root" }));
-    let output = run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("image.tar.gz")
-            .arg("--json"),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out("image.tar.gz")
+        .arg("--json")
+        .run_ok();
     let info: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
     let tag = info["imageTag"].as_str().expect("imageTag").to_owned();
     let image = Image::open(&scratch.join("image.tar.gz"));
@@ -201,7 +199,7 @@ fn auto_tag(scratch: &Scratch) -> String {
 
 #[test]
 fn automatic_tag_is_nix32_stable_and_follows_the_content() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("file"), b"version 1", 0o644);
@@ -268,17 +266,15 @@ fn unix_now() -> i64 {
 fn created_now_is_the_build_time_in_utc_with_an_offset() {
     assert_eq!(parse_now("1970-01-01T00:00:01+00:00"), 1);
     assert_eq!(parse_now("2024-02-29T12:34:56+00:00"), 1_709_210_096);
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = scratch.spec(&json!({ "name": "now", "tag": "t", "created": "now" }));
     let before = unix_now();
-    run_ok(
-        buildimage(scratch.path())
-            .env("TZ", "Asia/Kathmandu")
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("image.tar.gz"),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .env("TZ", "Asia/Kathmandu")
+        .build(&spec_path)
+        .out("image.tar.gz")
+        .run_ok();
     let after = unix_now();
     let image = Image::open(&scratch.join("image.tar.gz"));
     let config = image.config();

@@ -1,216 +1,281 @@
-//! Failures end to end: a non-zero exit, a message that names the key or path at fault,
-//! nothing on standard output and no output file.
+//! Failures end to end (docs/formats.md §13.1): a non-zero exit, nothing on standard
+//! output, no output file, and one `error:` line that names the key or path at fault.
+//!
+//! Every message a bad spec can get is pinned down in full by a snapshot, one per group
+//! (`tests/snapshots/errors_*.snap`), each listing the spec, then what `buildimage build`
+//! printed on standard error, with the test's folder shown as `[DIR]`. A message that
+//! changes shows up there as a diff; review it and, if it is right, accept it with
+//! `INSTA_UPDATE=always` (or `cargo insta review`).
 
+use std::fmt::Write as _;
+
+use buildimage_test_support::{Buildimage, Image, mkdir, names, stderr, write};
 use serde_json::json;
 
-use super::{Image, Scratch, buildimage, mkdir, names, run_ok, write};
+use super::{snapshot_settings, test_dir};
 
-/// Builds `spec_text` in a fresh scratch folder that also holds a folder `dir` and a
-/// file `file`; asserts failure, an error line containing every one of `expected`, and
-/// that no file appeared. Returns standard error.
-fn fails(spec_text: &str, env: &[(&str, &str)], expected: &[&str]) -> String {
-    let scratch = Scratch::new();
-    mkdir(&scratch.join("dir"), 0o755);
-    write(&scratch.join("file"), b"not a folder", 0o644);
-    let spec_path = scratch.spec_text(spec_text);
-    let mut cmd = buildimage(scratch.path());
-    cmd.arg("build").arg(&spec_path).arg("-o").arg("out.tar.gz");
+/// Builds `spec_text` (with the variables `env`) in a fresh folder that also holds a
+/// folder `dir` and a file `file`; asserts that it fails, prints nothing on standard
+/// output and leaves no output file, and returns its standard error with the folder's
+/// path replaced by `[DIR]`.
+fn fails(spec_text: &str, env: &[(&str, &str)]) -> String {
+    let dir = test_dir();
+    mkdir(&dir.join("dir"), 0o755);
+    write(&dir.join("file"), b"not a folder", 0o644);
+    let spec_path = dir.spec_text(spec_text);
+    let mut cmd = Buildimage::new();
+    cmd.cwd(dir.path()).build(&spec_path).out("out.tar.gz");
     for (key, value) in env {
         cmd.env(key, value);
     }
-    let output = cmd.output().expect("start buildimage");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let output = cmd.run_err();
+    let stderr = stderr(&output);
     assert!(
-        !output.status.success(),
-        "spec {spec_text} should fail:\n{stderr}"
+        stderr.lines().any(|line| line.starts_with("error: ")),
+        "no error line for {spec_text}:\n{stderr}"
     );
-    assert!(
-        output.stdout.is_empty(),
-        "stdout: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let error = stderr
-        .lines()
-        .find(|line| line.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line for {spec_text}:\n{stderr}"));
-    for part in expected {
-        assert!(
-            error.contains(part),
-            "the error for {spec_text} should contain {part:?}:\n{stderr}"
-        );
-    }
     assert_eq!(
-        names(scratch.path()),
+        names(dir.path()),
         ["dir", "file", "spec.json"],
         "no output file for {spec_text}"
     );
-    stderr
+    stderr.replace(&*dir.path().to_string_lossy(), "[DIR]")
+}
+
+/// One snapshot entry per case: the spec (newlines shown as `\n`, variables in front),
+/// then every line buildimage printed on standard error.
+fn listing(cases: &[(&str, &[(&str, &str)])]) -> String {
+    let mut text = String::new();
+    for (spec_text, env) in cases {
+        let _ = write!(text, "spec:   ");
+        for (key, value) in *env {
+            let _ = write!(text, "{key}={value} ");
+        }
+        let _ = writeln!(text, "{}", spec_text.replace('\n', "\\n"));
+        for line in fails(spec_text, env).lines() {
+            let _ = writeln!(text, "stderr: {line}");
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// Specs without variables.
+fn plain<'a>(specs: &[&'a str]) -> Vec<(&'a str, &'static [(&'static str, &'static str)])> {
+    specs.iter().map(|spec| (*spec, &[][..])).collect()
+}
+
+/// Snapshots `listing(cases)` as `tests/snapshots/NAME.snap`.
+fn assert_messages(name: &str, cases: &[(&str, &[(&str, &str)])]) {
+    snapshot(name, &listing(cases));
+}
+
+/// Compares `text` with `tests/snapshots/NAME.snap`.
+fn snapshot(name: &str, text: &str) {
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!(name, text);
+    });
 }
 
 #[test]
-fn spec_that_is_not_json_is_rejected() {
-    fails("{\"name\": \"x\",", &[], &["not valid JSON", "line 1"]);
-    fails("name = \"x\"", &[], &["not valid JSON"]);
-    fails("[\"name\"]", &[], &["JSON object", "a list"]);
-}
-
-#[test]
-fn spec_without_name_is_rejected() {
-    fails(r#"{"tag": "t"}"#, &[], &["`name`"]);
-}
-
-#[test]
-fn unknown_key_is_rejected_with_a_suggestion() {
-    fails(
-        r#"{"name": "x", "copyToRot": "dir"}"#,
-        &[],
-        &["Unknown key `copyToRot`", "did you mean `copyToRoot`"],
-    );
-    fails(
-        r#"{"name": "x", "Cmd": ["sh"]}"#,
-        &[],
-        &["Unknown key `Cmd`", "inside `config`"],
+fn errors_json_syntax_and_duplicates() {
+    assert_messages(
+        "errors_json_syntax_and_duplicates",
+        &plain(&[
+            "{\"name\": \"x\",",
+            "name = \"x\"",
+            "{\"name\": \"x\",\n  }",
+            "",
+            r#"{"name": "x"} {}"#,
+            "{\"name\": \"x\",\n \"tag\": \"a\",\n \"tag\": \"b\"}",
+            r#"{"name": "x", "config": {"Labels": {"a": "1", "a": "2"}}}"#,
+            r#"{"name": "x", "copyToRoot": [{"k": 1, "k": 2}]}"#,
+            r#"["name"]"#,
+            "[]",
+            "\"x\"",
+            "null",
+            "{}",
+            r#"{"tag": "t"}"#,
+        ]),
     );
 }
 
 #[test]
-fn value_of_the_wrong_type_names_the_key_and_what_was_expected() {
-    fails(
-        r#"{"name": "x", "keepContentsDirlinks": "yes"}"#,
-        &[],
-        &["`keepContentsDirlinks`", "expected", "\"yes\""],
-    );
-    fails(
-        r#"{"name": "x", "config": ["Cmd"]}"#,
-        &[],
-        &["`config`", "expected", "an object"],
-    );
-    fails(
-        r#"{"name": "x", "copyToRoot": ["dir", 3]}"#,
-        &[],
-        &["`copyToRoot`[1]", "expected a path string"],
+fn errors_unknown_keys_and_hints() {
+    assert_messages(
+        "errors_unknown_keys_and_hints",
+        &plain(&[
+            r#"{"name": "x", "copyToRot": "dir"}"#,
+            r#"{"name": "x", "copytoroot": "dir"}"#,
+            r#"{"name": "x", "extraCommand": ""}"#,
+            r#"{"name": "x", "tags": "a"}"#,
+            r#"{"name": "x", "includeNixDb": true}"#,
+            r#"{"nmae": "x"}"#,
+            r#"{"name": "x", "Cmd": ["sh"]}"#,
+            r#"{"name": "x", "Env": []}"#,
+            r#"{"name": "x", "maxLayers": 100}"#,
+            r#"{"name": "x", "frobnicate": 1}"#,
+        ]),
     );
 }
 
 #[test]
-fn unknown_compressor_uses_the_nixpkgs_wording() {
-    fails(
+fn errors_wrong_types_per_key() {
+    let long = format!(
+        r#"{{"name": "x", "keepContentsDirlinks": "{}"}}"#,
+        "x".repeat(100)
+    );
+    assert_messages(
+        "errors_wrong_types_per_key",
+        &plain(&[
+            r#"{"name": ""}"#,
+            r#"{"name": null}"#,
+            r#"{"name": 3}"#,
+            r#"{"name": "x", "tag": 1}"#,
+            r#"{"name": "x", "fromImage": ["a"]}"#,
+            r#"{"name": "x", "fromImageName": false}"#,
+            r#"{"name": "x", "fromImageTag": {}}"#,
+            r#"{"name": "x", "copyToRoot": {"a": 1}}"#,
+            r#"{"name": "x", "copyToRoot": ["dir", 3]}"#,
+            r#"{"name": "x", "copyToRoot": [["dir"]]}"#,
+            r#"{"name": "x", "keepContentsDirlinks": "yes"}"#,
+            &long,
+            r#"{"name": "x", "config": ["Cmd"]}"#,
+            r#"{"name": "x", "config": "{}"}"#,
+            r#"{"name": "x", "architecture": ""}"#,
+            r#"{"name": "x", "extraCommands": ["ls"]}"#,
+            r#"{"name": "x", "uid": "0"}"#,
+            r#"{"name": "x", "runAsRoot": 1}"#,
+            r#"{"name": "x", "runAsRootShell": true}"#,
+            r#"{"name": "x", "inheritConfig": 1}"#,
+            r#"{"name": "x", "closureInfo": 7}"#,
+            r#"{"name": "x", "diskSize": -1}"#,
+            r#"{"name": "x", "buildVMMemorySize": 512.5}"#,
+            r#"{"name": "x", "created": 0}"#,
+            r#"{"name": "x", "compressor": 1}"#,
+            r#"{"name": "x", "includeNixDB": "yes"}"#,
+            r#"{"name": "x", "meta": []}"#,
+            r#"{"name": "x", "contents": 1}"#,
+            r#"{"name": "x", "contents": ["dir", true]}"#,
+        ]),
+    );
+}
+
+#[test]
+fn errors_values_compressor_ids_created_names_and_tags() {
+    let long_name = format!(r#"{{"name": "{}"}}"#, "a".repeat(256));
+    let long_tag = format!(r#"{{"name": "x", "tag": "{}"}}"#, "t".repeat(129));
+    let mut cases = plain(&[
         r#"{"name": "Some/Thing", "compressor": "xz"}"#,
-        &[],
-        &["in docker image Some/Thing: compressor must be one of: [gz none zstd]"],
-    );
-}
-
-#[test]
-fn negative_uid_is_rejected() {
-    fails(r#"{"name": "x", "uid": -1}"#, &[], &["`uid`", "-1"]);
-    fails(
-        r#"{"name": "x", "gid": 4294967296}"#,
-        &[],
-        &["`gid`", "4294967296"],
-    );
-}
-
-#[test]
-fn malformed_created_is_rejected() {
-    fails(
-        r#"{"name": "x", "created": "2024-13-01T00:00:00Z"}"#,
-        &[],
-        &["`created`", "2024-13-01T00:00:00Z", "month 13"],
-    );
-    fails(
-        r#"{"name": "x", "created": "yesterday"}"#,
-        &[],
-        &["`created`", "\"yesterday\""],
-    );
-}
-
-#[test]
-fn invalid_image_name_is_rejected() {
-    fails(
-        r#"{"name": "my image", "tag": "t"}"#,
-        &[],
-        &["Invalid image name", "\"my image\""],
-    );
-}
-
-#[test]
-fn invalid_tag_is_rejected() {
-    fails(
-        r#"{"name": "x", "tag": "v1:latest"}"#,
-        &[],
-        &["Invalid tag", "\"v1:latest\""],
-    );
-    fails(
-        r#"{"name": "x", "tag": ""}"#,
-        &[],
-        &["Invalid tag", "empty"],
-    );
-}
-
-#[test]
-fn missing_copy_to_root_path_is_named() {
-    fails(
-        r#"{"name": "x", "copyToRoot": ["dir", "does-not-exist"]}"#,
-        &[],
-        &[
-            "`copyToRoot`",
-            "does-not-exist",
-            "No such file or directory",
-        ],
-    );
-}
-
-#[test]
-fn missing_copy_to_root_error_states_its_cause_once() {
-    let stderr = fails(
-        r#"{"name": "x", "copyToRoot": "does-not-exist"}"#,
-        &[],
-        &["does-not-exist"],
-    );
-    assert_eq!(
-        stderr.matches("No such file or directory").count(),
-        1,
-        "the OS error is repeated:\n{stderr}"
-    );
-}
-
-#[test]
-fn copy_to_root_item_that_is_a_file_is_rejected() {
-    fails(
-        r#"{"name": "x", "copyToRoot": ["dir", "file"]}"#,
-        &[],
-        &[
-            "`copyToRoot`",
-            "file",
-            "expected a directory, found a regular file",
-        ],
-    );
-}
-
-#[test]
-fn contents_and_copy_to_root_together_use_the_nixpkgs_wording() {
-    fails(
+        r#"{"name": "x", "compressor": "GZ"}"#,
         r#"{"name": "Both", "contents": "dir", "copyToRoot": "dir"}"#,
-        &[],
-        &["in docker image Both: You can not specify both contents and copyToRoot."],
+        r#"{"name": "x", "uid": -1}"#,
+        r#"{"name": "x", "gid": 1.5}"#,
+        r#"{"name": "x", "uid": 1000.0}"#,
+        r#"{"name": "x", "uid": 1e3}"#,
+        r#"{"name": "x", "gid": 4294967296}"#,
+        r#"{"name": "my image", "tag": "t"}"#,
+        r#"{"name": "-a"}"#,
+        r#"{"name": "a_"}"#,
+        r#"{"name": "a//b"}"#,
+        r#"{"name": "a/"}"#,
+        r#"{"name": "a___b"}"#,
+        r#"{"name": "a.-b"}"#,
+        r#"{"name": "a..b"}"#,
+        &long_name,
+        r#"{"name": "x", "tag": "v1:latest"}"#,
+        r#"{"name": "x", "tag": ""}"#,
+        r#"{"name": "x", "tag": ".a"}"#,
+        r#"{"name": "x", "tag": "-a"}"#,
+        r#"{"name": "x", "tag": "a b"}"#,
+        &long_tag,
+        r#"{"name": "x", "inheritConfig": true}"#,
+    ]);
+    let created: Vec<String> = [
+        "",
+        "Now",
+        "yesterday",
+        "2024-01-01",
+        "2024-01-01 00:00:00Z",
+        "2024-01-01t00:00:00Z",
+        "2024-1-01T00:00:00Z",
+        "2024-01-01T00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-00-01T00:00:00Z",
+        "2023-02-29T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2024-04-31T00:00:00Z",
+        "2024-01-00T00:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01T00:60:00Z",
+        "2016-12-31T23:59:60Z",
+        "2024-01-01T00:00:00",
+        "2024-01-01T00:00:00z",
+        "2024-01-01T00:00:00.Z",
+        "2024-01-01T00:00:00,5Z",
+        "2024-01-01T00:00:00+0100",
+        "2024-01-01T00:00:00ZZ",
+        "2024-01-01T00:00:00+24:00",
+        "2024-01-01T00:00:00-01:60",
+        "2024-01-01T00:00:00\u{e9}",
+        "\u{ff12}024-01-01T00:00:00Z",
+    ]
+    .iter()
+    .map(|created| json!({ "name": "x", "created": created }).to_string())
+    .collect();
+    cases.extend(created.iter().map(|spec| (spec.as_str(), &[][..])));
+    let valid = r#"{"name": "x", "tag": "t"}"#;
+    cases.extend([
+        (valid, &[("SOURCE_DATE_EPOCH", "soon")][..]),
+        (valid, &[("SOURCE_DATE_EPOCH", "-1")][..]),
+        (valid, &[("SOURCE_DATE_EPOCH", "1.5")][..]),
+    ]);
+    assert_messages(
+        "errors_values_compressor_ids_created_names_and_tags",
+        &cases,
     );
+}
+
+#[test]
+fn errors_paths_and_sources() {
+    let messages = listing(&plain(&[
+        r#"{"name": "x", "fromImage": ""}"#,
+        r#"{"name": "x", "copyToRoot": ["dir", ""]}"#,
+        r#"{"name": "x", "copyToRoot": ""}"#,
+        r#"{"name": "x", "closureInfo": "a\u0000b"}"#,
+        r#"{"name": "x", "copyToRoot": ["dir", "does-not-exist"]}"#,
+        r#"{"name": "x", "copyToRoot": "does-not-exist"}"#,
+        r#"{"name": "x", "copyToRoot": ["dir", "file"]}"#,
+        r#"{"name": "x", "fromImage": "file"}"#,
+        r#"{"name": "x", "fromImage": "missing.tar"}"#,
+        r#"{"name": "x", "runAsRoot": "touch /x"}"#,
+    ]));
+    // A missing source's cause is given once, not repeated by its context.
+    for block in messages
+        .split("\n\n")
+        .filter(|b| b.contains("does-not-exist"))
+    {
+        assert_eq!(
+            block.matches("No such file or directory").count(),
+            1,
+            "the OS error is repeated:\n{block}"
+        );
+    }
+    snapshot("errors_paths_and_sources", &messages);
 }
 
 #[test]
 fn contents_alone_builds_with_the_deprecation_warning() {
-    let scratch = Scratch::new();
-    let root = scratch.join("root");
+    let dir = test_dir();
+    let root = dir.join("root");
     mkdir(&root, 0o755);
     write(&root.join("f"), b"from contents", 0o644);
-    let spec_path = scratch.spec(&json!({ "name": "Old", "tag": "t", "contents": ["root"] }));
-    let output = run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("image.tar.gz"),
-    );
+    let spec_path = dir.spec(&json!({ "name": "Old", "tag": "t", "contents": ["root"] }));
+    let output = Buildimage::new()
+        .cwd(dir.path())
+        .build(&spec_path)
+        .out("image.tar.gz")
+        .run_ok();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
@@ -222,44 +287,6 @@ fn contents_alone_builds_with_the_deprecation_warning() {
         "{stderr}"
     );
     assert!(output.stdout.is_empty());
-    let image = Image::open(&scratch.join("image.tar.gz"));
+    let image = Image::open(&dir.join("image.tar.gz"));
     assert_eq!(image.layer_file("./f"), b"from contents");
-}
-
-#[test]
-fn from_image_that_is_not_an_image_archive_is_rejected() {
-    fails(
-        r#"{"name": "x", "fromImage": "file"}"#,
-        &[],
-        &["`fromImage`", "file"],
-    );
-}
-
-#[test]
-fn run_as_root_without_a_shell_in_the_image_is_rejected() {
-    fails(
-        r#"{"name": "x", "runAsRoot": "touch /x"}"#,
-        &[],
-        &["`runAsRoot`", "/bin/sh"],
-    );
-}
-
-#[test]
-fn inherit_config_without_from_image_is_rejected() {
-    fails(
-        r#"{"name": "x", "inheritConfig": true}"#,
-        &[],
-        &["`inheritConfig`", "`fromImage`"],
-    );
-}
-
-#[test]
-fn invalid_source_date_epoch_is_rejected() {
-    for value in ["soon", "-1", "1.5"] {
-        fails(
-            r#"{"name": "x", "tag": "t"}"#,
-            &[("SOURCE_DATE_EPOCH", value)],
-            &["SOURCE_DATE_EPOCH", &format!("{value:?}")],
-        );
-    }
 }

@@ -1,16 +1,14 @@
-//! `extraCommands` (buildimage.md section 4, step 3): run in the layer root, their files
+//! `extraCommands` (docs/formats.md §1.6): run in the layer root, their files
 //! packed, their failure a failed build that leaves nothing behind.
 
 use serde_json::json;
 
-use super::{
-    Image, Scratch, build_in, buildimage, buildimage_with_umask, mkdir, names, run_err, run_ok,
-    stderr, write,
-};
+use super::{build_in, test_dir};
+use buildimage_test_support::{Buildimage, Image, chmod, mkdir, names, stderr, write};
 
 #[test]
 fn extra_commands_run_in_the_layer_root_and_their_files_are_packed() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     mkdir(&root.join("etc"), 0o755);
@@ -60,7 +58,7 @@ pwd > data/pwd"#;
 
 #[test]
 fn failing_extra_commands_fail_the_build_and_leave_nothing_behind() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let tmpdir = scratch.join("tmp");
     mkdir(&tmpdir, 0o700);
     let out_dir = scratch.join("out");
@@ -69,20 +67,18 @@ fn failing_extra_commands_fail_the_build_and_leave_nothing_behind() {
     let root = scratch.join("root");
     mkdir(&root.join("ro"), 0o755);
     write(&root.join("ro/file"), b"read-only", 0o444);
-    super::chmod(&root.join("ro"), 0o555);
-    super::chmod(&root, 0o555);
+    chmod(&root.join("ro"), 0o555);
+    chmod(&root, 0o555);
     let spec_path = scratch.spec(&json!({
         "name": "failing", "tag": "t", "copyToRoot": "root",
         "extraCommands": "mkdir made\necho 'custom failure message' >&2\nexit 3\necho not-reached > late",
     }));
-    let output = run_err(
-        buildimage(scratch.path())
-            .env("TMPDIR", &tmpdir)
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(out_dir.join("image.tar.gz")),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .env("TMPDIR", &tmpdir)
+        .build(&spec_path)
+        .out(out_dir.join("image.tar.gz"))
+        .run_err();
     let stderr = stderr(&output);
     assert!(
         stderr.contains("custom failure message"),
@@ -105,19 +101,18 @@ fn failing_extra_commands_fail_the_build_and_leave_nothing_behind() {
 
 #[test]
 fn extra_commands_files_get_umask_022_modes_under_a_strict_caller_umask() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = scratch.spec(&json!({
         "name": "umask", "tag": "t", "compressor": "none",
         "extraCommands": "mkdir -p dir/sub; echo x > dir/file; touch top; umask",
     }));
     let out = scratch.join("image.tar");
-    let output = run_ok(
-        buildimage_with_umask(scratch.path(), "077")
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&out),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .umask("077")
+        .build(&spec_path)
+        .out(&out)
+        .run_ok();
     assert_eq!(
         Image::open(&out).layer_listing(),
         [
@@ -134,19 +129,17 @@ fn extra_commands_files_get_umask_022_modes_under_a_strict_caller_umask() {
 
 #[test]
 fn extra_commands_stdout_stays_out_of_the_image_stream() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let marker = "MARKER-FROM-EXTRA-COMMANDS";
     let spec_path = scratch.spec(&json!({
         "name": "stdout", "tag": "t", "compressor": "none",
         "extraCommands": format!("echo {marker}; printf '%s' {marker} > file"),
     }));
-    let output = run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("-"),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out("-")
+        .run_ok();
     let image = Image::from_bytes(&output.stdout);
     assert_eq!(image.layer_file("./file"), marker.as_bytes());
     // The marker appears in the stream once: inside the layer file, not as loose text.

@@ -1,18 +1,15 @@
-//! SIGTERM and SIGINT stop a build cleanly: the conventional exit status, a message, and
-//! neither the image nor its temporary file left behind.
+//! SIGTERM and SIGINT stop a build cleanly while it writes the image: the conventional
+//! exit status, the message, and neither the image nor its temporary file left behind.
 
 use std::fs::{self, File};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
+use buildimage_test_support::{Buildimage, Interrupt, mkdir, names};
+use nix::sys::signal::Signal;
 use serde_json::json;
 
-use super::{Scratch, bin_path, mkdir, names};
-use crate::support::wait_for;
+use super::test_dir;
 
 /// Size of the sparse file that keeps the build busy for several seconds (gzip of 2 GiB of
 /// zeros) while costing no disk space.
@@ -24,56 +21,29 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Starts a gz build of a large sparse file, waits until it is writing the layer (its
 /// temporary output file has grown past the first 1 MiB write buffer), sends `signal` and
 /// checks the outcome.
-fn interrupt_build(signal: Signal, expected_code: i32) {
-    let scratch = Scratch::new();
-    let root = scratch.join("root");
+fn interrupt_build(signal: Signal) {
+    let dir = test_dir();
+    let root = dir.join("root");
     mkdir(&root, 0o755);
     File::create(root.join("sparse"))
         .and_then(|f| f.set_len(SPARSE_SIZE))
         .expect("create a sparse file");
-    let out_dir = scratch.join("out");
-    mkdir(&out_dir, 0o755);
-    let spec_path = scratch.spec(&json!({
+    let spec_path = dir.spec(&json!({
         "name": "big", "tag": "t", "copyToRoot": "root", "compressor": "gz",
     }));
-    let mut child = Command::new(bin_path())
-        .current_dir(scratch.path())
-        .env_remove("SOURCE_DATE_EPOCH")
-        .arg("build")
-        .arg(&spec_path)
-        .arg("-o")
-        .arg(out_dir.join("docker-image-big.tar.gz"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start buildimage");
-
-    wait_for("a growing temporary output file", START_TIMEOUT, || {
-        assert!(
-            child.try_wait().expect("poll buildimage").is_none(),
-            "the build ended before it could be interrupted; make SPARSE_SIZE larger"
-        );
+    let mut build = Interrupt::start(
+        &dir,
+        Buildimage::new().cwd(dir.path()).build(&spec_path),
+        "docker-image-big.tar.gz",
+    );
+    let out_dir = build.out_dir().to_owned();
+    build.wait_until("a growing temporary output file", START_TIMEOUT, |_| {
         names(&out_dir)
             .iter()
             .filter(|n| n.starts_with(".docker-image-big.tar.gz.") && is_tmp(n))
             .any(|n| fs::metadata(out_dir.join(n)).is_ok_and(|m| m.len() > 0))
     });
-    let pid = Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
-    kill(pid, signal).expect("signal buildimage");
-
-    let output = child.wait_with_output().expect("wait for buildimage");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(expected_code), "{stderr}");
-    assert!(
-        stderr.contains(&format!("interrupted by {signal}, nothing was written")),
-        "an interruption message: {stderr}"
-    );
-    assert!(
-        names(&out_dir).is_empty(),
-        "no image and no temporary file: {:?}",
-        names(&out_dir)
-    );
+    build.stop(signal).assert_clean();
 }
 
 /// Whether `name` ends in `.tmp`, the suffix of buildimage's temporary output files.
@@ -83,10 +53,10 @@ fn is_tmp(name: &str) -> bool {
 
 #[test]
 fn sigterm_stops_the_build_and_leaves_no_output() {
-    interrupt_build(Signal::SIGTERM, 143);
+    interrupt_build(Signal::SIGTERM);
 }
 
 #[test]
 fn sigint_stops_the_build_and_leaves_no_output() {
-    interrupt_build(Signal::SIGINT, 130);
+    interrupt_build(Signal::SIGINT);
 }

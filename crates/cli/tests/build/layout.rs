@@ -1,16 +1,16 @@
-//! The docker-archive around the layer (buildimage.md sections 8 and 9): outer members,
+//! The docker-archive around the layer (docs/formats.md §3 and §4): outer members,
 //! `manifest.json`, `repositories`, the image config and the layer `json`.
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
-use super::{
-    DEFAULT_CREATED, EPOCH_1980, Image, Member, Scratch, build_in, hex, mkdir, sha256_hex, write,
+use super::{build_in, test_dir};
+use buildimage_test_support::{
+    DEFAULT_CREATED, EPOCH_1980, Image, Member, TestDir, mkdir, read_tar, sha256_hex, tarsum, write,
 };
 
 /// A small image with a mixed-case name, a tag and a config whose keys are not sorted.
-fn sample() -> (Scratch, Image) {
-    let scratch = Scratch::new();
+fn sample() -> (TestDir, Image) {
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     mkdir(&root.join("bin"), 0o755);
@@ -121,7 +121,7 @@ fn image_config_is_sorted_with_env_created_rootfs_and_history() {
         .to_owned();
     assert!(!arch.is_empty());
     // jq's pretty print: keys of `config` sorted at every level, Env kept in its order,
-    // no preferLocalBuild (section 14, Q1).
+    // no preferLocalBuild (docs/formats.md §4.2).
     let expected = format!(
         r#"{{
   "architecture": "{arch}",
@@ -160,7 +160,7 @@ fn image_config_is_sorted_with_env_created_rootfs_and_history() {
 
 #[test]
 fn image_config_env_is_an_empty_list_without_config() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let (image, _) = build_in(
         &scratch,
         &json!({ "name": "bare", "tag": "t", "compressor": "none", "architecture": "arm64" }),
@@ -173,7 +173,7 @@ fn image_config_env_is_an_empty_list_without_config() {
     assert_eq!(config["history"], json!([{ "created": DEFAULT_CREATED }]));
     assert!(config.get("preferLocalBuild").is_none());
     // An Env of null is treated like an absent one.
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let (image, _) = build_in(
         &scratch,
         &json!({ "name": "bare", "tag": "t", "compressor": "none", "config": { "Env": null, "User": "1000" } }),
@@ -235,7 +235,7 @@ fn layer_json_checksum_is_the_moby_tarsum_that_nixpkgs_computes() {
         .as_str()
         .expect("a checksum")
         .to_owned();
-    let members = super::read_tar(image.layer_tar());
+    let members = read_tar(image.layer_tar());
     let moby = tarsum(&members, false);
     let with_names = tarsum(&members, true);
     assert!(
@@ -247,47 +247,4 @@ fn layer_json_checksum_is_the_moby_tarsum_that_nixpkgs_computes() {
             ""
         }
     );
-}
-
-/// moby's tarsum v1 of the members of a plain tar, written from moby's `pkg/tarsum` rather than from
-/// buildimage's code: per entry, SHA-256 of `key` + `value` for name, mode, uid, gid, size,
-/// typeflag, linkname, uname, gname, devmajor, devminor, then the content; the sorted hex
-/// digests hashed together. moby's `encodeHeader` writes the uname and gname keys with
-/// empty values ("to be compatible with versions before go 1.10"); `with_names` keeps the
-/// values instead, as buildimage.md section 9.3 describes it.
-pub fn tarsum(members: &[super::Member], with_names: bool) -> String {
-    let mut sums: Vec<String> = members
-        .iter()
-        .map(|m| {
-            let mut h = Sha256::new();
-            h.update(b"name");
-            h.update(&m.name);
-            h.update(
-                format!(
-                    "mode{}uid{}gid{}size{}typeflag{}",
-                    m.mode,
-                    m.uid,
-                    m.gid,
-                    m.data.len(),
-                    char::from(m.kind.as_byte())
-                )
-                .as_bytes(),
-            );
-            h.update(b"linkname");
-            h.update(m.link.as_deref().unwrap_or_default());
-            h.update(b"uname");
-            if with_names {
-                h.update(&m.uname);
-            }
-            h.update(b"gname");
-            if with_names {
-                h.update(&m.gname);
-            }
-            h.update(b"devmajor0devminor0");
-            h.update(&m.data);
-            hex(&h.finalize())
-        })
-        .collect();
-    sums.sort();
-    format!("tarsum.v1+sha256:{}", sha256_hex(sums.concat().as_bytes()))
 }

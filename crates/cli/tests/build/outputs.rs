@@ -1,5 +1,5 @@
 //! Where the image goes (`-o`, the default name, standard output) and what `--json`
-//! reports (cli-contract.md).
+//! reports (docs/formats.md §13.2).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -7,13 +7,13 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{
-    Image, Scratch, buildimage, buildimage_with_umask, mkdir, names, run_err, run_ok, sha256_hex,
-    stderr, write,
+use super::{snapshot_settings, test_dir};
+use buildimage_test_support::{
+    Buildimage, Image, TestDir, mkdir, names, sha256_hex, stderr, write,
 };
 
 /// A spec using the deprecated `contents`, so that the build prints a warning.
-fn warning_spec(scratch: &Scratch, compressor: &str) -> std::path::PathBuf {
+fn warning_spec(scratch: &TestDir, compressor: &str) -> std::path::PathBuf {
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("f"), b"f", 0o644);
@@ -25,23 +25,19 @@ fn warning_spec(scratch: &Scratch, compressor: &str) -> std::path::PathBuf {
 #[test]
 fn output_to_stdout_is_the_archive_and_nothing_else() {
     for compressor in ["none", "gz", "zstd"] {
-        let scratch = Scratch::new();
+        let scratch = test_dir();
         let spec_path = warning_spec(&scratch, compressor);
         let file = scratch.join("image");
-        run_ok(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(&spec_path)
-                .arg("-o")
-                .arg(&file),
-        );
-        let output = run_ok(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(&spec_path)
-                .arg("-o")
-                .arg("-"),
-        );
+        Buildimage::new()
+            .cwd(scratch.path())
+            .build(&spec_path)
+            .out(&file)
+            .run_ok();
+        let output = Buildimage::new()
+            .cwd(scratch.path())
+            .build(&spec_path)
+            .out("-")
+            .run_ok();
         let stderr = stderr(&output);
         assert!(
             stderr
@@ -59,7 +55,7 @@ fn output_to_stdout_is_the_archive_and_nothing_else() {
 
 #[test]
 fn json_prints_one_object_describing_the_image() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     write(&root.join("f"), b"f", 0o644);
@@ -73,14 +69,12 @@ fn json_prints_one_object_describing_the_image() {
   "meta": { "z": 1, "a": 2 }
 }"#;
     let spec_path = scratch.spec_text(spec_text);
-    let output = run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("image.tar")
-            .arg("--json"),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out("image.tar")
+        .arg("--json")
+        .run_ok();
     let values: Vec<Value> = serde_json::Deserializer::from_slice(&output.stdout)
         .into_iter::<Value>()
         .collect::<Result<_, _>>()
@@ -149,16 +143,14 @@ fn json_prints_one_object_describing_the_image() {
 fn json_with_output_to_stdout_is_refused_up_front() {
     // Standard output cannot carry both the image and the report: the combination is
     // refused before anything is written, saying why.
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = scratch.spec(&json!({ "name": "both", "tag": "t", "compressor": "none" }));
-    let output = run_err(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg("-")
-            .arg("--json"),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out("-")
+        .arg("--json")
+        .run_err();
     assert!(output.stdout.is_empty(), "nothing on standard output");
     let stderr = stderr(&output);
     assert!(
@@ -180,13 +172,17 @@ fn default_output_names_follow_the_compressor() {
             &[0x28, 0xb5, 0x2f, 0xfd][..],
         ),
     ] {
-        let scratch = Scratch::new();
+        let scratch = test_dir();
         let mut spec = json!({ "name": "registry-1.docker.io/Some/App", "tag": "t" });
         if let Some(compressor) = compressor {
             spec["compressor"] = json!(compressor);
         }
         let spec_path = scratch.spec(&spec);
-        run_ok(buildimage(scratch.path()).arg("build").arg(&spec_path));
+        Buildimage::new()
+            .cwd(scratch.path())
+            .arg("build")
+            .arg(&spec_path)
+            .run_ok();
         assert_eq!(
             names(scratch.path()),
             [file, "spec.json"],
@@ -204,25 +200,21 @@ fn default_output_names_follow_the_compressor() {
 
 #[test]
 fn existing_output_is_replaced_by_a_complete_image() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = scratch.spec(&json!({ "name": "replace", "tag": "t", "compressor": "gz" }));
     let out = scratch.join("image.tar.gz");
     write(&out, b"an older image", 0o600);
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&out),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out(&out)
+        .run_ok();
     let fresh = scratch.join("fresh.tar.gz");
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&fresh),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out(&fresh)
+        .run_ok();
     assert!(fs::read(&out).expect("read OUT") == fs::read(&fresh).expect("read the fresh image"));
     assert_eq!(
         names(scratch.path()),
@@ -233,7 +225,7 @@ fn existing_output_is_replaced_by_a_complete_image() {
 
 #[test]
 fn existing_output_is_left_unchanged_when_the_build_fails() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let out = scratch.join("image.tar");
     let old = b"an older image, still wanted".as_slice();
     for spec in [
@@ -244,13 +236,11 @@ fn existing_output_is_left_unchanged_when_the_build_fails() {
     ] {
         write(&out, old, 0o640);
         let spec_path = scratch.spec(&spec);
-        let output = run_err(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(&spec_path)
-                .arg("-o")
-                .arg(&out),
-        );
+        let output = Buildimage::new()
+            .cwd(scratch.path())
+            .build(&spec_path)
+            .out(&out)
+            .run_err();
         assert!(
             fs::read(&out).expect("read OUT") == old,
             "OUT changed: {}",
@@ -264,16 +254,14 @@ fn existing_output_is_left_unchanged_when_the_build_fails() {
 
 #[test]
 fn output_into_a_missing_folder_fails_naming_it() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = scratch.spec(&json!({ "name": "nowhere", "tag": "t" }));
     let out = scratch.join("missing/sub/image.tar.gz");
-    let output = run_err(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&out),
-    );
+    let output = Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out(&out)
+        .run_err();
     let stderr = stderr(&output);
     assert!(
         stderr.contains(&*scratch.join("missing/sub").to_string_lossy()),
@@ -291,15 +279,14 @@ fn output_file_mode_follows_the_caller_umask() {
         ("077", 0o600),
         ("002", 0o664),
     ] {
-        let scratch = Scratch::new();
+        let scratch = test_dir();
         let spec_path = scratch.spec(&json!({ "name": "mode", "tag": "t" }));
-        run_ok(
-            buildimage_with_umask(scratch.path(), umask)
-                .arg("build")
-                .arg(&spec_path)
-                .arg("-o")
-                .arg("image.tar.gz"),
-        );
+        Buildimage::new()
+            .cwd(scratch.path())
+            .umask(umask)
+            .build(&spec_path)
+            .out("image.tar.gz")
+            .run_ok();
         let actual = fs::metadata(scratch.join("image.tar.gz"))
             .expect("stat the image")
             .permissions()
@@ -314,16 +301,14 @@ fn output_file_mode_follows_the_caller_umask() {
 #[test]
 fn output_to_a_fifo_streams_into_it_and_keeps_it() {
     use std::os::unix::fs::FileTypeExt;
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = warning_spec(&scratch, "none");
     let file = scratch.join("image");
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&file),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out(&file)
+        .run_ok();
     let fifo = scratch.join("pipe");
     let status = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -334,13 +319,11 @@ fn output_to_a_fifo_streams_into_it_and_keeps_it() {
         let fifo = fifo.clone();
         std::thread::spawn(move || fs::read(&fifo).expect("read the fifo"))
     };
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(&fifo),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out(&fifo)
+        .run_ok();
     let streamed = reader.join().expect("reader thread");
     assert!(streamed == fs::read(&file).expect("read the image"));
     let kind = fs::symlink_metadata(&fifo)
@@ -351,22 +334,91 @@ fn output_to_a_fifo_streams_into_it_and_keeps_it() {
 
 #[test]
 fn output_through_a_symlink_replaces_its_target_and_keeps_the_link() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let spec_path = warning_spec(&scratch, "none");
     mkdir(&scratch.join("images"), 0o755);
     write(&scratch.join("images/current.tar"), b"old", 0o644);
     std::os::unix::fs::symlink("images/current.tar", scratch.join("link.tar"))
         .expect("make the link");
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("-o")
-            .arg(scratch.join("link.tar")),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec_path)
+        .out(scratch.join("link.tar"))
+        .run_ok();
     let link = fs::symlink_metadata(scratch.join("link.tar")).expect("stat the link");
     assert!(link.file_type().is_symlink(), "the link was replaced");
     let image = fs::read(scratch.join("images/current.tar")).expect("read the target");
     assert_eq!(Image::from_bytes(&image).layer_file("./f"), b"f");
     assert_eq!(names(&scratch.join("images")), ["current.tar"]);
+}
+
+/// The whole `--json` report of a representative build, as a snapshot: every key and
+/// value but `outPath`, whose temporary folder differs from run to run (checked here
+/// instead).
+#[test]
+fn json_report_of_a_representative_build_matches_the_snapshot() {
+    let dir = test_dir();
+    let root = dir.join("root");
+    mkdir(&root, 0o755);
+    mkdir(&root.join("bin"), 0o755);
+    write(&root.join("bin/hello"), b"#!/bin/sh\necho hello\n", 0o755);
+    let spec_path = dir.spec(&json!({
+        "name": "Snapshot/Report",
+        "tag": "v1",
+        "copyToRoot": "root",
+        "compressor": "none",
+        "architecture": "amd64",
+        "config": {
+            "Cmd": ["/bin/hello"],
+            "Env": ["PATH=/bin"],
+            "Labels": { "org.opencontainers.image.title": "report" },
+        },
+    }));
+    let built = Buildimage::new()
+        .cwd(dir.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .build(&spec_path)
+        .out("image.tar")
+        .json();
+    assert_eq!(
+        Path::new(built.str("outPath")),
+        dir.join("image.tar")
+            .canonicalize()
+            .expect("the image exists")
+    );
+    snapshot_settings().bind(|| {
+        insta::assert_json_snapshot!("json_report", built.info, { ".outPath" => "[outPath]" });
+    });
+}
+
+/// `SPEC` `-` reads the spec from standard input, its relative paths starting from the
+/// current folder (docs/formats.md §13.1): the image is the one the same spec file gives.
+#[test]
+fn spec_from_standard_input_gives_the_image_of_the_same_spec_file() {
+    let dir = test_dir();
+    let root = dir.join("root");
+    mkdir(&root, 0o755);
+    write(&root.join("f"), b"from stdin", 0o644);
+    let spec = json!({ "name": "stdin", "tag": "t", "copyToRoot": "root", "compressor": "none" });
+    let spec_path = dir.spec(&spec);
+    Buildimage::new()
+        .cwd(dir.path())
+        .build(&spec_path)
+        .out("file.tar")
+        .run_ok();
+    Buildimage::new()
+        .cwd(dir.path())
+        .build("-")
+        .out("stdin.tar")
+        .stdin(spec.to_string())
+        .run_ok();
+    let from_stdin = fs::read(dir.join("stdin.tar")).expect("read stdin.tar");
+    assert!(
+        from_stdin == fs::read(dir.join("file.tar")).expect("read file.tar"),
+        "the spec from standard input gives another image"
+    );
+    assert_eq!(
+        Image::from_bytes(&from_stdin).layer_file("./f"),
+        b"from stdin"
+    );
 }

@@ -5,18 +5,13 @@ use std::fs;
 
 use serde_json::json;
 
-use super::{build_in, busybox_root, file_names, inspect_json, scratch, write_spec};
-use crate::support;
+use buildimage_test_support::{docker, inspect_json, names};
+
+use super::build_with_default_name;
 
 /// Builds an image with `compressor` (or the default when `None`) in an empty current
 /// folder and checks the file's name and magic number, then loads, runs and removes it.
 fn check_compressor(compressor: Option<&str>, default_name: &str, magic: &[u8], offset: usize) {
-    let dir = scratch();
-    let spec_dir = dir.path().join("spec");
-    let cwd = dir.path().join("cwd");
-    fs::create_dir(&spec_dir).expect("mkdir spec");
-    fs::create_dir(&cwd).expect("mkdir cwd");
-    busybox_root(&spec_dir.join("root"));
     let label = compressor.unwrap_or("default");
     let mut spec = json!({
         "name": format!("buildimage-test/compress-{label}"),
@@ -27,11 +22,9 @@ fn check_compressor(compressor: Option<&str>, default_name: &str, magic: &[u8], 
     if let Some(compressor) = compressor {
         spec["compressor"] = json!(compressor);
     }
-    let spec = write_spec(&spec_dir, &spec);
-
-    let built = build_in(&cwd, &spec);
+    let (_dir, cwd, built) = build_with_default_name(&spec);
     // The image is the only file in the current folder: no temporary file is left over.
-    assert_eq!(file_names(&cwd), [default_name]);
+    assert_eq!(names(&cwd), [default_name]);
     assert_eq!(
         fs::canonicalize(&built.archive).expect("canonical outPath"),
         fs::canonicalize(cwd.join(default_name)).expect("canonical image path"),
@@ -44,7 +37,7 @@ fn check_compressor(compressor: Option<&str>, default_name: &str, magic: &[u8], 
         "{default_name} starts with the wrong magic number"
     );
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(
         image.name(),

@@ -3,13 +3,14 @@
 
 use serde_json::json;
 
-use super::{build, busybox_root, inspect_json, mkdir, scratch, write_spec};
-use crate::support;
+use buildimage_test_support::{APPLETS, busybox_root, docker, inspect_json, mkdir};
+
+use super::{build, test_dir, write_spec};
 
 #[test]
 fn config_fields_reach_docker_inspect_exactly_and_drive_docker_run() {
-    let dir = scratch();
-    let root = busybox_root(&dir.path().join("root"));
+    let dir = test_dir();
+    let root = busybox_root(&dir.join("root"), &APPLETS);
     mkdir(&root.join("srv"), 0o755);
     mkdir(&root.join("srv/app"), 0o755);
     let config = json!({
@@ -43,12 +44,12 @@ fn config_fields_reach_docker_inspect_exactly_and_drive_docker_run() {
             "compressor": "none",
         }),
     );
-    let built = build(&spec, &dir.path().join("config.tar"));
+    let built = build(&spec, &dir.join("config.tar"));
     // The archive's config holds the object as given: it has an `Env`, so nothing is added.
     let archive_config = built.read().config();
     assert_eq!(archive_config["config"], config);
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "buildimage-test/config:fields");
     let inspected = inspect_json(&docker, image.name(), ".Config");

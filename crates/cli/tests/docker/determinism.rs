@@ -8,11 +8,12 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::{
-    APPLETS, Built, DEFAULT_CREATED, DEFAULT_MTIME, build, buildimage, busybox_root, chmod, member,
-    mkdir, run_build, scratch, static_busybox, write, write_spec,
+use buildimage_test_support::{
+    APPLETS, Buildimage, Built, DEFAULT_CREATED, EPOCH_1980, busybox_root, chmod, listing, member,
+    mkdir, require_tool, run_ok, static_busybox, write,
 };
-use crate::support;
+
+use super::{build, test_dir, write_spec};
 
 /// A file name long enough for a GNU `././@LongLink` header: 127 bytes with `./etc/`.
 const LONG_NAME: &str = "a-file-name-long-enough-that-gnu-tar-needs-a-long-link-header-\
@@ -32,7 +33,7 @@ const EXTRA_COMMANDS: &str =
 /// (0640), `data/fifo` (0620), `etc/motd`, `etc/<LONG_NAME>`, `etc/dangling`,
 /// `private/secret` (0700, 0600) and `tmp/` (1777).
 fn tree_a(root: &Path) {
-    busybox_root(root);
+    busybox_root(root, &APPLETS);
     write(
         &root.join("bin/suid"),
         format!("{SUID}\n").as_bytes(),
@@ -45,8 +46,8 @@ fn tree_a(root: &Path) {
         0o640,
     );
     std::fs::hard_link(root.join("data/one"), root.join("data/two")).expect("hard link");
-    support::require_tool("mkfifo", "coreutils");
-    support::run_ok(Command::new("mkfifo").arg(root.join("data/fifo")));
+    require_tool("mkfifo", "coreutils");
+    run_ok(Command::new("mkfifo").arg(root.join("data/fifo")));
     chmod(&root.join("data/fifo"), 0o620);
     mkdir(&root.join("etc"), 0o755);
     write(
@@ -99,7 +100,7 @@ find . -exec touch -h -d @1000000000 {{}} +
 "#,
         applets = applets.join(" "),
     );
-    support::run_ok(
+    run_ok(
         Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -111,7 +112,7 @@ find . -exec touch -h -d @1000000000 {{}} +
 
 /// A listing without the link-count column: the trees differ there on purpose.
 fn listing_without_links(root: &Path) -> Vec<String> {
-    support::listing(root)
+    listing(root)
         .iter()
         .map(|line| {
             line.split(' ')
@@ -139,31 +140,28 @@ fn spec(compressor: &str) -> Value {
 /// all cores.
 fn build_a(tree: &Path, compressor: &str, out: &Path) -> Built {
     let spec = write_spec(tree, &spec(compressor));
-    let mut cmd = buildimage();
-    cmd.env("TZ", "UTC")
+    Buildimage::new()
+        .env("TZ", "UTC")
         .env("LC_ALL", "C")
-        .arg("build")
-        .arg(spec)
-        .arg("-o")
-        .arg(out);
-    run_build(cmd)
+        .build(spec)
+        .out(out)
+        .json()
 }
 
 /// Builds from tree B under umask 077, another time zone and locale, on one core
 /// (`taskset -c 0`), with a spec path relative to the current folder.
 fn build_b(tree: &Path, compressor: &str, out: &Path) -> Built {
     write_spec(tree, &spec(compressor));
-    support::require_tool("taskset", "util-linux");
-    let mut cmd = assert_cmd::Command::new("sh");
-    cmd.env_remove("SOURCE_DATE_EPOCH")
+    require_tool("taskset", "util-linux");
+    Buildimage::new()
         .env("TZ", "NZST-12NZDT")
         .env("LC_ALL", "C.UTF-8")
-        .current_dir(tree)
-        .args(["-c", r#"umask 077 && exec taskset -c 0 "$@""#, "sh"])
-        .arg(assert_cmd::cargo::cargo_bin("buildimage"))
-        .args(["build", "spec.json", "-o"])
-        .arg(out);
-    run_build(cmd)
+        .cwd(tree)
+        .umask("077")
+        .through(["taskset", "-c", "0"])
+        .build("spec.json")
+        .out(out)
+        .json()
 }
 
 /// Panics, naming the first differing byte, unless `a` and `b` hold the same bytes.
@@ -187,8 +185,8 @@ fn assert_same_bytes(a: &Built, b: &Built, what: &str) {
 
 #[test]
 fn differently_created_source_trees_give_byte_identical_archives_for_every_compressor() {
-    let dir = scratch();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let dir = test_dir();
+    let (a, b) = (dir.join("a"), dir.join("b"));
     mkdir(&a, 0o755);
     mkdir(&b, 0o755);
     tree_a(&a.join("root"));
@@ -217,7 +215,7 @@ fn differently_created_source_trees_give_byte_identical_archives_for_every_compr
     let layer = build_a(&a, "none", &a.join("check.tar")).read().layer();
     let mode_of = |path: &str| {
         let entry = member(&layer, path);
-        (entry.kind, entry.mode)
+        (entry.kind.as_byte(), entry.mode)
     };
     assert_eq!(mode_of("./data/one"), (b'0', 0o640));
     assert_eq!(mode_of("./data/two"), (b'0', 0o640));
@@ -230,27 +228,25 @@ fn differently_created_source_trees_give_byte_identical_archives_for_every_compr
 
 #[test]
 fn source_date_epoch_sets_every_tar_mtime_but_not_created() {
-    let dir = scratch();
-    let tree = dir.path().join("tree");
+    let dir = test_dir();
+    let tree = dir.join("tree");
     mkdir(&tree, 0o755);
-    busybox_root(&tree.join("root"));
+    busybox_root(&tree.join("root"), &APPLETS);
     let spec = write_spec(&tree, &spec("none"));
-    let default = build(&spec, &dir.path().join("default.tar"));
-    let mut cmd = buildimage();
-    cmd.env("SOURCE_DATE_EPOCH", "1234567890")
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(dir.path().join("epoch.tar"));
-    let epoch = run_build(cmd);
+    let default = build(&spec, &dir.join("default.tar"));
+    let epoch = Buildimage::new()
+        .env("SOURCE_DATE_EPOCH", "1234567890")
+        .build(&spec)
+        .out(dir.join("epoch.tar"))
+        .json();
 
-    for (built, mtime) in [(&default, DEFAULT_MTIME), (&epoch, 1_234_567_890)] {
+    for (built, mtime) in [(&default, EPOCH_1980), (&epoch, 1_234_567_890)] {
         let archive = built.read();
         let layer = archive.layer();
         // Copied files and what extraCommands made alike.
-        assert!(layer.iter().any(|entry| entry.path == "./var/log/boot"));
+        assert!(layer.iter().any(|entry| entry.name == b"./var/log/boot"));
         for entry in layer.iter().chain(&archive.members) {
-            assert_eq!(entry.mtime, mtime, "{}", entry.path);
+            assert_eq!(entry.mtime, mtime, "{}", entry.name());
         }
         let config = archive.config();
         assert_eq!(config["created"], DEFAULT_CREATED);

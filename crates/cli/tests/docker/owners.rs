@@ -7,10 +7,12 @@ use std::process::Command;
 
 use serde_json::json;
 
-use super::{
-    APPLETS, Built, build, busybox_root, chmod, member, mkdir, scratch, write, write_spec,
+use buildimage_test_support::{
+    APPLETS, Built, busybox_root, chmod, docker, member, mkdir, require_tool, run_ok, unpack_oci,
+    write,
 };
-use crate::support;
+
+use super::{build, test_dir, write_spec};
 
 /// Builds, with `uid` 1000 and `gid` 100, an image of a busybox root that also holds:
 /// `bin/suid` (4755), `bin/sgid` (2755), `data/one` and `data/two` (one file with two
@@ -19,14 +21,14 @@ use crate::support;
 /// and a sticky `tmp/` (1777). The root folder is 0755. `extraCommands` adds
 /// `made/by-extra-commands`.
 fn owners_image(dir: &Path, compressor: &str, out: &str) -> Built {
-    let root = busybox_root(&dir.join("root"));
+    let root = busybox_root(&dir.join("root"), &APPLETS);
     write(&root.join("bin/suid"), b"#!/bin/sh\necho suid\n", 0o4755);
     write(&root.join("bin/sgid"), b"#!/bin/sh\necho sgid\n", 0o2755);
     mkdir(&root.join("data"), 0o755);
     write(&root.join("data/one"), b"shared content\n", 0o640);
     std::fs::hard_link(root.join("data/one"), root.join("data/two")).expect("hard link");
-    support::require_tool("mkfifo", "coreutils");
-    support::run_ok(Command::new("mkfifo").arg(root.join("data/fifo")));
+    require_tool("mkfifo", "coreutils");
+    run_ok(Command::new("mkfifo").arg(root.join("data/fifo")));
     chmod(&root.join("data/fifo"), 0o620);
     mkdir(&root.join("etc"), 0o755);
     write(&root.join("etc/motd"), b"welcome\n", 0o644);
@@ -53,7 +55,7 @@ fn owners_image(dir: &Path, compressor: &str, out: &str) -> Built {
 
 #[test]
 fn uid_gid_modes_symlinks_hard_links_and_fifo_survive_skopeo_and_umoci() {
-    let dir = scratch();
+    let dir = test_dir();
     let built = owners_image(dir.path(), "none", "owners.tar");
 
     // umoci lists directories with 2 + subdirectories links, as the host file system does.
@@ -92,7 +94,7 @@ fn uid_gid_modes_symlinks_hard_links_and_fifo_survive_skopeo_and_umoci() {
     let path = |line: &String| line.split(' ').nth(3).map(str::to_owned);
     expected.sort_by_key(path);
 
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     assert_eq!(unpacked.listing(), expected);
     assert_eq!(
         std::fs::read(unpacked.rootfs().join("data/two")).expect("read data/two"),
@@ -107,31 +109,35 @@ fn uid_gid_modes_symlinks_hard_links_and_fifo_survive_skopeo_and_umoci() {
             (
                 entry.uid,
                 entry.gid,
-                entry.uname.as_str(),
-                entry.gname.as_str()
+                entry.uname.as_slice(),
+                entry.gname.as_slice()
             ),
-            (1000, 100, "", ""),
+            (1000, 100, &b""[..], &b""[..]),
             "{}",
-            entry.path
+            entry.name()
         );
     }
     for path in ["./data/one", "./data/two"] {
-        assert_eq!(member(&layer, path).kind, b'0', "{path} is a regular file");
+        assert_eq!(
+            member(&layer, path).kind.as_byte(),
+            b'0',
+            "{path} is a regular file"
+        );
     }
     assert_eq!(member(&layer, "./").mode, 0o775);
     let link = member(&layer, "./etc/data-one");
     assert_eq!(
-        (link.kind, link.link.as_deref()),
+        (link.kind.as_byte(), link.target().as_deref()),
         (b'2', Some("../data/one"))
     );
 }
 
 #[test]
 fn docker_run_as_user_1000_runs_a_program_and_sees_owners_and_modes() {
-    let dir = scratch();
+    let dir = test_dir();
     let built = owners_image(dir.path(), "gz", "owners.tar.gz");
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "buildimage-test/owners:gz");
     let script = "set -e; id -u; \

@@ -1,23 +1,24 @@
 //! The scenarios of nixpkgs' `docker-tools` tests and examples that pure mode can build
-//! (buildimage.md, section 15), adapted to a busybox root instead of Nix packages.
+//! (docs/formats.md §14), adapted to a busybox root instead of Nix packages.
 
 use std::fs;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::{
-    DEFAULT_CREATED, build, build_in, busybox_root, docker_images, file_names, inspect_json,
-    member, mkdir, scratch, write, write_spec,
+use buildimage_test_support::{
+    APPLETS, DEFAULT_CREATED, busybox_root, docker, inspect_json, member, mkdir, names,
+    require_tool, run_ok, write,
 };
-use crate::support;
+
+use super::{build, build_with_default_name, test_dir, write_spec};
 
 /// `redis` without `fromImage` and `runAsRoot`: `extraCommands = "mkdir -p data"` and the
 /// same kind of `config`.
 #[test]
 fn redis_pure_variant_keeps_cmd_working_dir_volumes_and_healthcheck_exactly() {
-    let dir = scratch();
-    busybox_root(&dir.path().join("root"));
+    let dir = test_dir();
+    busybox_root(&dir.join("root"), &APPLETS);
     let config = json!({
         "Cmd": ["/bin/sh", "-c", "pwd; test -d /data && echo data is a directory"],
         "WorkingDir": "/data",
@@ -39,7 +40,7 @@ fn redis_pure_variant_keeps_cmd_working_dir_volumes_and_healthcheck_exactly() {
             "config": config,
         }),
     );
-    let built = build(&spec, &dir.path().join("redis.tar.gz"));
+    let built = build(&spec, &dir.join("redis.tar.gz"));
     let archive = built.read();
     // buildImage always writes `Env`, empty without a base, as the last key.
     let mut with_env = config.clone();
@@ -47,9 +48,9 @@ fn redis_pure_variant_keeps_cmd_working_dir_volumes_and_healthcheck_exactly() {
     assert_eq!(archive.config()["config"], with_env);
     // The folder comes from extraCommands, not from the volume Docker would create.
     let data = member(&archive.layer(), "./data/").clone();
-    assert_eq!((data.kind, data.mode), (b'5', 0o755));
+    assert_eq!((data.kind.as_byte(), data.mode), (b'5', 0o755));
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "buildimage-test/redis:latest");
     let inspected = inspect_json(&docker, image.name(), ".Config");
@@ -68,8 +69,8 @@ fn redis_pure_variant_keeps_cmd_working_dir_volumes_and_healthcheck_exactly() {
 /// extraCommands runs in the layer's root.
 #[test]
 fn seed_extra_commands_example_creates_data_and_my_file() {
-    let dir = scratch();
-    busybox_root(&dir.path().join("root"));
+    let dir = test_dir();
+    busybox_root(&dir.join("root"), &APPLETS);
     let extra_commands = "mkdir -p data\necho \"some content\" > my-file\n";
     let spec = write_spec(
         dir.path(),
@@ -81,17 +82,21 @@ fn seed_extra_commands_example_creates_data_and_my_file() {
             "config": { "Cmd": ["/bin/cat", "/my-file"], "WorkingDir": "/data" },
         }),
     );
-    let built = build(&spec, &dir.path().join("hello.tar.gz"));
+    let built = build(&spec, &dir.join("hello.tar.gz"));
     assert_eq!(built.info["buildArgs"]["extraCommands"], extra_commands);
     let layer = built.read().layer();
     let my_file = member(&layer, "./my-file");
     assert_eq!(
-        (my_file.kind, my_file.mode, my_file.data.as_slice()),
+        (
+            my_file.kind.as_byte(),
+            my_file.mode,
+            my_file.data.as_slice()
+        ),
         (b'0', 0o644, b"some content\n".as_slice())
     );
     assert_eq!(member(&layer, "./data/").mode, 0o755);
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "hello:latest");
     assert_eq!(
@@ -107,8 +112,8 @@ fn seed_extra_commands_example_creates_data_and_my_file() {
 /// `runAsRootExtraCommands`, its extraCommands half: a quoting regression test.
 #[test]
 fn run_as_root_extra_commands_half_keeps_double_quotes_and_parentheses() {
-    let dir = scratch();
-    busybox_root(&dir.path().join("root"));
+    let dir = test_dir();
+    busybox_root(&dir.join("root"), &APPLETS);
     let spec = write_spec(
         dir.path(),
         &json!({
@@ -118,9 +123,9 @@ fn run_as_root_extra_commands_half_keeps_double_quotes_and_parentheses() {
             "extraCommands": "echo \"(extraCommand)\" > extraCommands",
         }),
     );
-    let built = build(&spec, &dir.path().join("quoting.tar.gz"));
+    let built = build(&spec, &dir.join("quoting.tar.gz"));
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(
         docker
@@ -134,16 +139,16 @@ fn run_as_root_extra_commands_half_keeps_double_quotes_and_parentheses() {
 /// tag stays the same for the same inputs and changes with the content.
 #[test]
 fn bash_no_tag_loads_under_the_json_image_tag_which_follows_the_content() {
-    let dir = scratch();
-    let root = busybox_root(&dir.path().join("root"));
+    let dir = test_dir();
+    let root = busybox_root(&dir.join("root"), &APPLETS);
     let mut spec = json!({
         "name": "buildimage-test/bash-no-tag",
         "copyToRoot": "root",
         "config": { "Cmd": ["/bin/echo", "no tag"] },
     });
     let spec_path = write_spec(dir.path(), &spec);
-    let first = build(&spec_path, &dir.path().join("first.tar.gz"));
-    let second = build(&spec_path, &dir.path().join("second.tar.gz"));
+    let first = build(&spec_path, &dir.join("first.tar.gz"));
+    let second = build(&spec_path, &dir.join("second.tar.gz"));
     let tag = first.tag().to_owned();
     // Like the hash part of the store path nixpkgs would use: 32 nix32 characters.
     assert_eq!(tag.len(), 32, "{tag}");
@@ -156,21 +161,21 @@ fn bash_no_tag_loads_under_the_json_image_tag_which_follows_the_content() {
     assert!(first.bytes() == second.bytes(), "same inputs, same bytes");
 
     write(&root.join("changed"), b"other content\n", 0o644);
-    let content_changed = build(&spec_path, &dir.path().join("content.tar.gz"));
+    let content_changed = build(&spec_path, &dir.join("content.tar.gz"));
     assert_ne!(content_changed.tag(), tag, "another file, another tag");
     fs::remove_file(root.join("changed")).expect("rm changed");
     spec["config"]["Cmd"] = json!(["/bin/echo", "other"]);
     let spec_path = write_spec(dir.path(), &spec);
-    let config_changed = build(&spec_path, &dir.path().join("config.tar.gz"));
+    let config_changed = build(&spec_path, &dir.join("config.tar.gz"));
     assert_ne!(config_changed.tag(), tag, "another config, another tag");
     assert_ne!(config_changed.tag(), content_changed.tag());
 
-    let docker = support::docker();
+    let docker = docker();
     let loaded = docker.load(&first.archive);
     assert_eq!(loaded, first.image());
     assert_eq!(loaded, format!("buildimage-test/bash-no-tag:{tag}"));
     assert!(
-        docker_images(&docker).contains(&loaded),
+        docker.images().contains(&loaded),
         "docker images lists {loaded}"
     );
     assert_eq!(
@@ -188,8 +193,8 @@ fn bash_no_tag_loads_under_the_json_image_tag_which_follows_the_content() {
 
 /// The current time as buildimage writes `created = "now"`.
 fn utc_now() -> String {
-    support::require_tool("date", "coreutils");
-    let output = support::run_ok(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S+00:00"]));
+    require_tool("date", "coreutils");
+    let output = run_ok(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S+00:00"]));
     String::from_utf8(output.stdout)
         .expect("date prints ASCII")
         .trim_end()
@@ -200,8 +205,8 @@ fn utc_now() -> String {
 /// config and every history entry.
 #[test]
 fn unstable_date_created_now_stamps_config_and_history_alike() {
-    let dir = scratch();
-    busybox_root(&dir.path().join("root"));
+    let dir = test_dir();
+    busybox_root(&dir.join("root"), &APPLETS);
     let spec = write_spec(
         dir.path(),
         &json!({
@@ -212,7 +217,7 @@ fn unstable_date_created_now_stamps_config_and_history_alike() {
         }),
     );
     let before = utc_now();
-    let built = build(&spec, &dir.path().join("now.tar.gz"));
+    let built = build(&spec, &dir.join("now.tar.gz"));
     let after = utc_now();
     let archive = built.read();
     let config = archive.config();
@@ -237,27 +242,12 @@ fn unstable_date_created_now_stamps_config_and_history_alike() {
     let layer_json = archive.json(&layer.replace("layer.tar", "json"));
     assert_eq!(layer_json["created"], json!(created));
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     let docker_created = docker.inspect(image.name(), "{{.Created}}");
     assert_ne!(docker_created, DEFAULT_CREATED);
     // Docker prints the same instant, with `Z` for the zone.
     assert_eq!(docker_created, created.replace("+00:00", "Z"));
-}
-
-/// Builds `spec` (whose `copyToRoot` is `root`, a busybox root beside the spec) from
-/// another folder without `-o`, so the image gets its default name there. Returns the
-/// scratch folder (kept alive), that folder and the build.
-fn build_with_default_name(spec: &Value) -> (tempfile::TempDir, std::path::PathBuf, super::Built) {
-    let dir = scratch();
-    let spec_dir = dir.path().join("spec");
-    let cwd = dir.path().join("cwd");
-    fs::create_dir(&spec_dir).expect("mkdir spec");
-    fs::create_dir(&cwd).expect("mkdir cwd");
-    busybox_root(&spec_dir.join("root"));
-    let spec = write_spec(&spec_dir, spec);
-    let built = build_in(&cwd, &spec);
-    (dir, cwd, built)
 }
 
 /// `prefixedImage`: a name with a registry part.
@@ -269,17 +259,16 @@ fn prefixed_image_keeps_the_registry_in_the_repository_and_names_the_file_after_
         "copyToRoot": "root",
         "config": { "Cmd": ["/bin/echo", "hello from a prefixed image"] },
     }));
-    assert_eq!(file_names(&cwd), ["docker-image-image.tar.gz"]);
+    assert_eq!(names(&cwd), ["docker-image-image.tar.gz"]);
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "registry-1.docker.io/image:latest");
-    let repositories =
-        support::run_ok(
-            docker
-                .command()
-                .args(["images", "--format", "{{.Repository}}"]),
-        );
+    let repositories = run_ok(
+        docker
+            .command()
+            .args(["images", "--format", "{{.Repository}}"]),
+    );
     let repositories = String::from_utf8_lossy(&repositories.stdout);
     assert!(
         repositories
@@ -296,8 +285,8 @@ fn prefixed_image_keeps_the_registry_in_the_repository_and_names_the_file_after_
 /// `build-image-with-architecture`: loaded and inspected only, since it may not run here.
 #[test]
 fn build_image_with_architecture_arm64_is_inspected_as_arm64() {
-    let dir = scratch();
-    busybox_root(&dir.path().join("root"));
+    let dir = test_dir();
+    busybox_root(&dir.join("root"), &APPLETS);
     let spec = write_spec(
         dir.path(),
         &json!({
@@ -307,10 +296,10 @@ fn build_image_with_architecture_arm64_is_inspected_as_arm64() {
             "architecture": "arm64",
         }),
     );
-    let built = build(&spec, &dir.path().join("arm64.tar.gz"));
+    let built = build(&spec, &dir.join("arm64.tar.gz"));
     assert_eq!(built.read().config()["architecture"], "arm64");
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(docker.inspect(image.name(), "{{.Architecture}}"), "arm64");
     assert_eq!(docker.inspect(image.name(), "{{.Os}}"), "linux");
@@ -320,11 +309,11 @@ fn build_image_with_architecture_arm64_is_inspected_as_arm64() {
 /// where they collide the later one wins.
 #[test]
 fn build_image_with_path_copies_every_copy_to_root_folder() {
-    let dir = scratch();
-    let root = busybox_root(&dir.path().join("root"));
+    let dir = test_dir();
+    let root = busybox_root(&dir.join("root"), &APPLETS);
     mkdir(&root.join("etc"), 0o755);
     write(&root.join("etc/motd"), b"from the first folder\n", 0o644);
-    let dummy = dir.path().join("test-dummy");
+    let dummy = dir.join("test-dummy");
     mkdir(&dummy, 0o755);
     write(&dummy.join("hello.txt"), b"Hello there!\n", 0o644);
     mkdir(&dummy.join("etc"), 0o755);
@@ -337,9 +326,9 @@ fn build_image_with_path_copies_every_copy_to_root_folder() {
             "copyToRoot": ["root", "test-dummy"],
         }),
     );
-    let built = build(&spec, &dir.path().join("with-path.tar.gz"));
+    let built = build(&spec, &dir.join("with-path.tar.gz"));
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     let run = docker.run(
         image.name(),
@@ -365,7 +354,7 @@ fn mixed_case_name_is_lower_cased_in_repo_tags() {
         "copyToRoot": "root",
         "config": { "Cmd": ["/bin/echo", "lower-cased"] },
     }));
-    assert_eq!(file_names(&cwd), ["docker-image-OnTopOfBusyBox.tar.gz"]);
+    assert_eq!(names(&cwd), ["docker-image-OnTopOfBusyBox.tar.gz"]);
     assert_eq!(built.str("imageName"), "buildimage-test/ontopofbusybox");
     let archive = built.read();
     assert_eq!(
@@ -382,7 +371,7 @@ fn mixed_case_name_is_lower_cased_in_repo_tags() {
         ["buildimage-test/ontopofbusybox"]
     );
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "buildimage-test/ontopofbusybox:MixedTag");
     assert_eq!(

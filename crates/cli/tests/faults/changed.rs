@@ -10,13 +10,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::{leftovers, wait_for};
-use crate::build::{Scratch, bin_path, mkdir, names, write};
+use buildimage_test_support::{Buildimage, mkdir, names, wait_for, write};
+
+use super::{leftovers, test_dir};
 
 /// Size of the sparse file written before the victim.
 const SPARSE_SIZE: u64 = 1 << 30;
@@ -31,7 +32,7 @@ const START_TIMEOUT: Duration = Duration::from_mins(1);
 /// output starts to grow, and checks that the build fails with "changed size" naming the
 /// victim, and leaves nothing.
 fn change_during_write(change: impl FnOnce(&Path)) -> String {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     mkdir(&root, 0o755);
     File::create(root.join("a-sparse"))
@@ -44,18 +45,11 @@ fn change_during_write(change: impl FnOnce(&Path)) -> String {
     let spec = scratch.spec(&json!({
         "name": "changing", "tag": "t", "copyToRoot": "root", "compressor": "none",
     }));
-    let child = Command::new(bin_path())
-        .current_dir(scratch.path())
-        .env_remove("SOURCE_DATE_EPOCH")
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(out_dir.join("image.tar"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start buildimage");
+    let child = Buildimage::new()
+        .cwd(scratch.path())
+        .build(&spec)
+        .out(out_dir.join("image.tar"))
+        .spawn(Stdio::null(), Stdio::piped());
     wait_for("a growing temporary output file", START_TIMEOUT, || {
         fs::read_dir(&out_dir)
             .expect("list the output folder")

@@ -5,12 +5,13 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use serde_json::json;
 
-use super::{leftovers, noise};
-use crate::build::{Scratch, bin_path, buildimage, mkdir, names, run_ok, sha256_hex, write};
+use buildimage_test_support::{Buildimage, mkdir, names, sha256_hex, write};
+
+use super::{leftovers, noise, test_dir};
 
 /// Size of each build's source file: big enough that the two builds overlap.
 const SOURCE_SIZE: usize = 24 << 20;
@@ -20,23 +21,16 @@ const ROUNDS: usize = 4;
 
 /// Starts `buildimage build spec -o out`.
 fn start(cwd: &Path, spec: &Path, out: &Path) -> Child {
-    Command::new(bin_path())
-        .current_dir(cwd)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .arg("build")
-        .arg(spec)
-        .arg("-o")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start buildimage")
+    Buildimage::new()
+        .cwd(cwd)
+        .build(spec)
+        .out(out)
+        .spawn(Stdio::null(), Stdio::piped())
 }
 
 #[test]
 fn two_builds_to_one_output_leave_one_complete_image() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let mut specs = Vec::new();
     let mut expected = Vec::new();
     for (i, name) in ["one", "two"].into_iter().enumerate() {
@@ -54,13 +48,11 @@ fn two_builds_to_one_output_leave_one_complete_image() {
         fs::write(&spec, text.to_string()).expect("write a spec");
         // Each image built alone, for reference.
         let alone = scratch.join(format!("{name}.tar.gz"));
-        run_ok(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(&spec)
-                .arg("-o")
-                .arg(&alone),
-        );
+        Buildimage::new()
+            .cwd(scratch.path())
+            .build(&spec)
+            .out(&alone)
+            .run_ok();
         expected.push(sha256_hex(&fs::read(&alone).expect("read an image")));
         specs.push(spec);
     }

@@ -7,8 +7,12 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Tmpfs, noise};
-use crate::build::{Scratch, buildimage, mkdir, names, run_err, run_ok, stderr, write};
+use buildimage_test_support::{
+    Buildimage, ROOT_APPLETS, TestDir, assert_nothing_mounted, busybox_root, mkdir, names, stderr,
+    write,
+};
+
+use super::{Tmpfs, noise, test_dir};
 
 /// Size of the tmpfs: smaller than any image below.
 const DISK: &str = "4m";
@@ -20,21 +24,22 @@ const SOURCE_SIZE: usize = 6 << 20;
 const ENOSPC: &str = "No space left on device";
 
 /// A source tree `root/` with one incompressible file larger than the tmpfs.
-fn big_source(scratch: &Scratch) {
+fn big_source(scratch: &TestDir) {
     mkdir(&scratch.join("root"), 0o755);
     write(&scratch.join("root/noise"), &noise(SOURCE_SIZE, 1), 0o644);
 }
 
 /// Builds `spec` with `-o out` and the given `TMPDIR`, expects the failure, and returns
 /// the line of standard error that starts with `error: `.
-fn build_fails(scratch: &Scratch, spec: &Value, out: &Path, tmpdir: Option<&Path>) -> String {
+fn build_fails(scratch: &TestDir, spec: &Value, out: &Path, tmpdir: Option<&Path>) -> String {
     let spec_path = scratch.spec(spec);
-    let mut cmd = buildimage(scratch.path());
-    cmd.arg("build").arg(&spec_path).arg("-o").arg(out);
+    let mut cmd = Buildimage::new();
+    cmd.cwd(scratch.path());
+    cmd.build(&spec_path).out(out);
     if let Some(tmpdir) = tmpdir {
         cmd.env("TMPDIR", tmpdir);
     }
-    let output = run_err(&mut cmd);
+    let output = cmd.run_err();
     let stderr = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(output.stdout.is_empty(), "nothing on standard output");
@@ -48,7 +53,7 @@ fn build_fails(scratch: &Scratch, spec: &Value, out: &Path, tmpdir: Option<&Path
 /// Builds `spec` into `out/image.tar` with `TMPDIR` on a fresh tmpfs of `size`, expects
 /// the failure, checks that it left nothing (an empty `TMPDIR`, no output, no mount in any
 /// process, as `runAsRoot`'s overlay could leave) and returns its `error: ` line.
-fn fails_with_tmpdir_of(scratch: &Scratch, spec: &Value, size: &str) -> String {
+fn fails_with_tmpdir_of(scratch: &TestDir, spec: &Value, size: &str) -> String {
     let out = scratch.join("out");
     fs::create_dir_all(&out).expect("create out/");
     let tmp = Tmpfs::mount(size);
@@ -59,14 +64,14 @@ fn fails_with_tmpdir_of(scratch: &Scratch, spec: &Value, size: &str) -> String {
         "TMPDIR is empty: {error}"
     );
     assert_eq!(names(&out), Vec::<String>::new(), "no output: {error}");
-    crate::root::assert_nothing_mounted(tmp.path());
-    crate::root::assert_nothing_mounted(scratch.path());
+    assert_nothing_mounted(tmp.path());
+    assert_nothing_mounted(scratch.path());
     error
 }
 
 #[test]
 fn full_output_disk_fails_naming_the_output_and_leaves_nothing() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     big_source(&scratch);
     for compressor in ["none", "gz", "zstd"] {
         let disk = Tmpfs::mount(DISK);
@@ -100,7 +105,7 @@ fn full_output_disk_fails_naming_the_output_and_leaves_nothing() {
 
 #[test]
 fn full_tmpdir_fails_staging_for_extra_commands_and_leaves_nothing() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     big_source(&scratch);
     let spec = json!({
         "name": "staging", "tag": "t", "copyToRoot": "root", "compressor": "none",
@@ -117,7 +122,7 @@ fn full_tmpdir_fails_staging_for_extra_commands_and_leaves_nothing() {
 
 #[test]
 fn extra_commands_that_fill_tmpdir_fail_and_leave_nothing() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     mkdir(&scratch.join("root"), 0o755);
     write(&scratch.join("root/small"), b"small", 0o644);
     let spec = json!({
@@ -132,21 +137,19 @@ fn extra_commands_that_fill_tmpdir_fail_and_leave_nothing() {
 }
 
 /// Builds the folder `root` as a base image at `file`.
-fn base_of(scratch: &Scratch, root: &str, compressor: &str, file: &str) {
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(scratch.spec(&json!({
-                "name": "base", "tag": "t", "copyToRoot": root, "compressor": compressor,
-            })))
-            .arg("-o")
-            .arg(scratch.join(file)),
-    );
+fn base_of(scratch: &TestDir, root: &str, compressor: &str, file: &str) {
+    Buildimage::new()
+        .cwd(scratch.path())
+        .build(scratch.spec(&json!({
+            "name": "base", "tag": "t", "copyToRoot": root, "compressor": compressor,
+        })))
+        .out(scratch.join(file))
+        .run_ok();
 }
 
 #[test]
 fn full_tmpdir_fails_unpacking_from_image_and_leaves_nothing() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     big_source(&scratch);
     base_of(&scratch, "root", "gz", "base.tar.gz");
     let spec = json!({
@@ -165,9 +168,9 @@ fn full_tmpdir_fails_unpacking_from_image_and_leaves_nothing() {
 
 #[test]
 fn full_tmpdir_fails_staging_for_run_as_root_and_leaves_nothing() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     big_source(&scratch);
-    crate::root::busybox_root(&scratch.join("bb"));
+    busybox_root(&scratch.join("bb"), &ROOT_APPLETS);
     let spec = json!({
         "name": "root-staging", "tag": "t", "copyToRoot": ["bb", "root"],
         "compressor": "none", "runAsRoot": "touch /made-by-the-script",
@@ -182,8 +185,8 @@ fn full_tmpdir_fails_staging_for_run_as_root_and_leaves_nothing() {
 
 #[test]
 fn run_as_root_that_fills_tmpdir_fails_and_leaves_nothing() {
-    let scratch = Scratch::new();
-    crate::root::busybox_root(&scratch.join("bb"));
+    let scratch = test_dir();
+    busybox_root(&scratch.join("bb"), &ROOT_APPLETS);
     // Three copies of the 2 MB busybox do not fit beside the staged one on 4 MiB.
     let spec = json!({
         "name": "root-fills", "tag": "t", "copyToRoot": "bb", "compressor": "none",
@@ -198,8 +201,8 @@ fn run_as_root_that_fills_tmpdir_fails_and_leaves_nothing() {
 
 #[test]
 fn full_tmpdir_fails_extracting_base_layers_for_run_as_root_and_leaves_nothing() {
-    let scratch = Scratch::new();
-    crate::root::busybox_root(&scratch.join("bb"));
+    let scratch = test_dir();
+    busybox_root(&scratch.join("bb"), &ROOT_APPLETS);
     write(&scratch.join("bb/noise"), &noise(3 << 20, 2), 0o644);
     base_of(&scratch, "bb", "none", "base.tar");
     let spec = json!({

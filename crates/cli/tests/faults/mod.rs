@@ -23,15 +23,11 @@ mod special_files;
 
 use std::path::{Path, PathBuf};
 
-use crate::build::names;
-use crate::support;
+use buildimage_test_support::{TestDir, names, require_root};
 
-/// Panics unless the tests run as root, saying why they need it.
-pub fn require_root(why: &str) {
-    assert!(
-        support::is_root(),
-        "this test must run as root ({why}); cargo xtask ci runs as root"
-    );
+/// A fresh test folder for this module.
+fn test_dir() -> TestDir {
+    TestDir::new("bi-faults.")
 }
 
 /// A tmpfs of a given size mounted on a fresh folder, unmounted and removed on drop, also
@@ -43,7 +39,7 @@ pub struct Tmpfs {
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (as `mount -o size=`, e.g. `4m`).
     pub fn mount(size: &str) -> Tmpfs {
-        require_root("it mounts a small tmpfs");
+        require_root("mounting a small tmpfs");
         let dir = tempfile::Builder::new()
             .prefix("bi-tmpfs.")
             .tempdir()
@@ -80,8 +76,6 @@ impl Drop for Tmpfs {
         }
     }
 }
-
-pub use crate::support::wait_for;
 
 /// The entries of `dir` whose name says they are buildimage's temporary files: output
 /// files `.NAME.XXXXXX.tmp`, staging and database folders `buildimage-*`, base image

@@ -11,8 +11,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::build::{Scratch, buildimage, mkdir, run_ok};
-use crate::support;
+use buildimage_test_support::{Buildimage, mkdir, require_tool, run_ok};
+
+use super::test_dir;
 
 /// Over 8 GiB, and not a multiple of a block, so that the padding is exercised too.
 const BIG: u64 = (8 << 30) + 123;
@@ -62,8 +63,8 @@ fn fill(from: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The size GNU tar lists for `member` in `archive` (`tar -tvf`).
 fn gnu_tar_size(archive: &Path, member: &str) -> u64 {
-    support::require_tool("tar", "tar");
-    let output = support::run_ok(
+    require_tool("tar", "tar");
+    let output = run_ok(
         Command::new("tar")
             .arg("--numeric-owner")
             .arg("-tvf")
@@ -93,21 +94,19 @@ fn base256(field: &[u8]) -> u64 {
 
 #[test]
 fn sparse_file_over_8_gib_gets_a_base_256_size_that_gnu_tar_reads() {
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     mkdir(&scratch.join("root"), 0o755);
     File::create(scratch.join("root/big"))
         .and_then(|f| f.set_len(BIG))
         .expect("create a sparse file");
     let image = scratch.join("image.tar.zst");
-    run_ok(
-        buildimage(scratch.path())
-            .arg("build")
-            .arg(scratch.spec(&json!({
-                "name": "sparse", "tag": "t", "copyToRoot": "root", "compressor": "zstd",
-            })))
-            .arg("-o")
-            .arg(&image),
-    );
+    Buildimage::new()
+        .cwd(scratch.path())
+        .build(scratch.spec(&json!({
+            "name": "sparse", "tag": "t", "copyToRoot": "root", "compressor": "zstd",
+        })))
+        .out(&image)
+        .run_ok();
     let compressed = fs::metadata(&image).expect("stat the image").len();
     assert!(
         compressed < 16 << 20,

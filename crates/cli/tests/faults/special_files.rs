@@ -1,5 +1,5 @@
 //! A source tree with every odd thing a file system holds, packed and read back by
-//! `skopeo copy` + `umoci unpack` ([`crate::support::unpack_oci`]): what comes out must be
+//! `skopeo copy` + `umoci unpack` ([`crate::unpack_oci`]): what comes out must be
 //! what went in, as the README says it is packed (sockets skipped with a warning, hard
 //! links as separate files, symlinks kept as they are, the root made `ug+w`).
 //!
@@ -12,16 +12,19 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{Mode, SFlag, major, makedev, minor, mknod};
 use serde_json::json;
 
-use super::require_root;
-use crate::build::{Scratch, buildimage, chmod, ln_s, mkdir, run_ok, sha256_hex, stderr, write};
-use crate::support;
+use buildimage_test_support::{
+    Buildimage, chmod, kind_letter, ln_s, mkdir, require_root, sha256_hex, stderr, tree_lines,
+    unpack_oci, write,
+};
+
+use super::test_dir;
 
 /// `root/` followed by raw name bytes.
 fn at(root: &Path, name: &[u8]) -> PathBuf {
@@ -104,79 +107,49 @@ fn odd_tree(root: &Path) -> UnixListener {
 /// owner, and what makes the path what it is (size and SHA-256 of a file, the device
 /// numbers, the link target). Modification times are not compared: the layer fixes them.
 fn describe(root: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    walk(root, Path::new("."), &mut lines);
-    lines.sort();
-    lines.into_iter().map(|(_, line)| line).collect()
-}
-
-fn walk(root: &Path, rel: &Path, lines: &mut Vec<(Vec<u8>, String)>) {
-    let path = root.join(rel);
-    let meta =
-        fs::symlink_metadata(&path).unwrap_or_else(|err| panic!("stat {}: {err}", path.display()));
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        'd'
-    } else if ft.is_symlink() {
-        'l'
-    } else if ft.is_fifo() {
-        'p'
-    } else if ft.is_char_device() {
-        'c'
-    } else if ft.is_block_device() {
-        'b'
-    } else if ft.is_socket() {
-        's'
-    } else {
-        '-'
-    };
-    let mut line = format!(
-        "{kind} {:04o} {}:{} {}",
-        meta.mode() & 0o7777,
-        meta.uid(),
-        meta.gid(),
-        rel.as_os_str().as_bytes().escape_ascii()
-    );
-    match kind {
-        '-' => {
-            let data =
-                fs::read(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
-            let _ = write!(line, " size={} sha256={}", data.len(), sha256_hex(&data));
+    tree_lines(root, |rel, path, meta| {
+        let kind = kind_letter(meta.file_type());
+        let mut line = format!(
+            "{kind} {:04o} {}:{} {}",
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            rel.as_os_str().as_bytes().escape_ascii()
+        );
+        match kind {
+            '-' => {
+                let data =
+                    fs::read(path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+                let _ = write!(line, " size={} sha256={}", data.len(), sha256_hex(&data));
+            }
+            'l' => {
+                let target = fs::read_link(path).expect("readlink");
+                let _ = write!(line, " -> {}", target.as_os_str().as_bytes().escape_ascii());
+            }
+            'c' | 'b' => {
+                let _ = write!(line, " dev={},{}", major(meta.rdev()), minor(meta.rdev()));
+            }
+            _ => {}
         }
-        'l' => {
-            let target = fs::read_link(&path).expect("readlink");
-            let _ = write!(line, " -> {}", target.as_os_str().as_bytes().escape_ascii());
-        }
-        'c' | 'b' => {
-            let _ = write!(line, " dev={},{}", major(meta.rdev()), minor(meta.rdev()));
-        }
-        _ => {}
-    }
-    lines.push((rel.as_os_str().as_bytes().to_vec(), line));
-    if ft.is_dir() {
-        for entry in fs::read_dir(&path).expect("list a folder") {
-            walk(root, &rel.join(entry.expect("an entry").file_name()), lines);
-        }
-    }
+        line
+    })
 }
 
 #[test]
 fn odd_source_tree_is_read_back_identically_by_umoci() {
     require_root("it creates device nodes and umoci keeps owners only as root");
-    let scratch = Scratch::new();
+    let scratch = test_dir();
     let root = scratch.join("root");
     let _listener = odd_tree(&root);
     let (stderr, image) = {
         let out = scratch.join("image.tar");
-        let output = run_ok(
-            buildimage(scratch.path())
-                .arg("build")
-                .arg(scratch.spec(&json!({
-                    "name": "odd", "tag": "t", "copyToRoot": "root", "compressor": "none",
-                })))
-                .arg("-o")
-                .arg(&out),
-        );
+        let output = Buildimage::new()
+            .cwd(scratch.path())
+            .build(scratch.spec(&json!({
+                "name": "odd", "tag": "t", "copyToRoot": "root", "compressor": "none",
+            })))
+            .out(&out)
+            .run_ok();
         (stderr(&output), out)
     };
     assert!(
@@ -201,7 +174,7 @@ fn odd_source_tree_is_read_back_identically_by_umoci() {
             .any(|l| l.starts_with("c 0666 0:0 ./char-null"))
     );
 
-    let unpacked = support::unpack_oci(&image);
+    let unpacked = unpack_oci(&image);
     let got = describe(&unpacked.rootfs());
     let missing: Vec<&String> = expected.iter().filter(|l| !got.contains(l)).collect();
     let extra: Vec<&String> = got.iter().filter(|l| !expected.contains(l)).collect();

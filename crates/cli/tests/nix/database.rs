@@ -1,6 +1,6 @@
 //! `includeNixDB`: the database in the image is one the real `nix-store` accepts as it is,
 //! and it says what the source store says about every path of the closure of `copyToRoot`;
-//! paths the image holds only for its config are not in it (nix-store.md, sections 6, 9-11).
+//! paths the image holds only for its config are not in it (docs/formats.md §10 and §11).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -12,13 +12,13 @@ use super::{
     BUSYBOX_ROOT, EPOCH, Fixture, LINK, ROOT, base_name, build, copy_tree, fixture, nix_store,
     scratch, sqlite, store_listing,
 };
-use crate::support;
+use buildimage_test_support::{run_ok, unpack_oci};
 
 /// Where the database lives in an image.
 const DB: &str = "nix/var/nix/db/db.sqlite";
 
 /// Words `nix-store --verify` prints when it repairs or rejects something: it exits 0
-/// after a repair, so its output is what tells (nix-store.md, section 11.4).
+/// after a repair, so its output is what tells (docs/formats.md §10.5).
 /// (`warning: not all store errors were fixed` contains `error`.)
 const REPAIRS: [&str; 6] = [
     "fixing",
@@ -40,7 +40,7 @@ fn spec(copy_to_root: &str, config: &Value) -> Value {
     })
 }
 
-/// The checks of nix-store.md, section 11.5, on the unpacked image `rootfs`: the files,
+/// The checks of docs/formats.md §12.6, on the unpacked image `rootfs`: the files,
 /// the rows (exactly `registered`), `nix-store --verify --check-contents` on a copy, and
 /// references, closures, hashes and sizes as `nix-store` reads them, against the source
 /// store; then the GC roots (exactly `gcroots`).
@@ -109,7 +109,7 @@ fn assert_database(
     );
 
     let query = |flag: &str, path: &str| -> String {
-        super::stdout(super::run_ok(nix_store(&copy).args(["-q", flag, path])))
+        super::stdout(run_ok(nix_store(&copy).args(["-q", flag, path])))
     };
     let lines = |text: String| -> BTreeSet<String> { text.lines().map(str::to_owned).collect() };
     for path in registered {
@@ -138,13 +138,13 @@ fn assert_database(
 
     // The GC roots keep every registered path alive. (Runtime roots that Nix finds in
     // /proc can only add paths, and every valid path is registered anyway.)
-    let live = lines(super::stdout(super::run_ok(
+    let live = lines(super::stdout(run_ok(
         nix_store(&copy).args(["--gc", "--print-live"]),
     )));
     assert_eq!(&live, registered, "nix-store --gc --print-live");
     // Paths in the store that are not registered are garbage to Nix, as in nixpkgs: a
     // garbage collection in the container would delete what only the config names.
-    let dead = lines(super::stdout(super::run_ok(
+    let dead = lines(super::stdout(run_ok(
         nix_store(&copy).args(["--gc", "--print-dead"]),
     )));
     let unregistered: BTreeSet<String> = store_listing(rootfs)
@@ -190,7 +190,7 @@ fn nix_db_passes_nix_store_verify_and_agrees_with_the_source_store() {
     let built = build(dir.path(), "db", &spec(root, &json!({})), &fx.store, &[]);
     let want = fx.closure_of(&[ROOT]);
     assert_eq!(built.store_paths(), want, "--json storePaths");
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     let rootfs = unpacked.rootfs();
     assert_eq!(
         store_listing(&rootfs),
@@ -210,7 +210,7 @@ fn nix_db_from_a_store_without_database_passes_nix_store_verify() {
     let built = build(dir.path(), "db", &spec(root, &json!({})), &fx.hidden, &[]);
     let want = fx.closure_of(&[ROOT]);
     assert_eq!(built.store_paths(), want, "--json storePaths");
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     let rootfs = unpacked.rootfs();
     assert_eq!(store_listing(&rootfs), want);
     assert_database(fx, &rootfs, &want, &[root], dir.path());
@@ -231,7 +231,7 @@ fn nix_db_has_a_gc_root_for_each_copied_store_path() {
     let built = build(dir.path(), "db", &spec, &fx.store, &[]);
     let want = fx.closure_of(&[ROOT, BUSYBOX_ROOT]);
     assert_eq!(built.store_paths(), want, "--json storePaths");
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     let rootfs = unpacked.rootfs();
     assert_eq!(store_listing(&rootfs), want);
     assert_database(fx, &rootfs, &want, &roots, dir.path());
@@ -254,7 +254,7 @@ fn config_only_reference_is_in_the_image_but_not_in_the_nix_db() {
         "the fixture changed: hello-link's closure must not overlap busybox-root's"
     );
     assert_eq!(built.store_paths(), in_image, "--json storePaths");
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     let rootfs = unpacked.rootfs();
     assert_eq!(
         store_listing(&rootfs),

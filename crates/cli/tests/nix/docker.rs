@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{BUSYBOX, BUSYBOX_ROOT, build, fixture, scratch};
-use crate::support;
+use buildimage_test_support::docker;
 
 #[test]
 fn store_program_runs_in_docker_as_root_and_as_non_root_user() {
@@ -27,7 +27,7 @@ fn store_program_runs_in_docker_as_root_and_as_non_root_user() {
     );
 
     // Build first, then take the daemon: Docker checks run one at a time.
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "nix-busybox:1");
 

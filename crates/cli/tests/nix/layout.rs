@@ -10,7 +10,7 @@ use super::{
     BUSYBOX, BUSYBOX_ROOT, DEP, HELLO, LINK, MOTD, NOTE, ROOT, UNUSED, assert_same_tree, build,
     fixture, scratch, store_listing,
 };
-use crate::support;
+use buildimage_test_support::{Image, read_tar, tarsum, unpack_oci};
 
 /// `copyToRoot` = the `buildEnv`-like root, with a non-root `uid`/`gid` for the layer.
 fn spec() -> serde_json::Value {
@@ -48,8 +48,8 @@ fn layer_checksum_is_taken_before_the_closure_is_appended() {
     let fx = fixture();
     let dir = scratch();
     let built = build(dir.path(), "checksum", &spec(), &fx.store, &[]);
-    let image = crate::build::Image::open(&built.archive);
-    let members = crate::build::read_tar(image.layer_tar());
+    let image = Image::open(&built.archive);
+    let members = read_tar(image.layer_tar());
     let closure = members
         .iter()
         .position(|m| m.name == b"./nix/")
@@ -63,7 +63,7 @@ fn layer_checksum_is_taken_before_the_closure_is_appended() {
     // nixpkgs runs tarsum on the layer before it appends the closure.
     assert_eq!(
         image.layer_json()["checksum"],
-        crate::build::layout::tarsum(&members[..closure], false),
+        tarsum(&members[..closure], false),
         "the checksum covers the copied root only"
     );
 }
@@ -73,7 +73,7 @@ fn closure_files_are_under_nix_store_owned_by_root_and_nothing_else_is() {
     let fx = fixture();
     let dir = scratch();
     let built = build(dir.path(), "layout", &spec(), &fx.store, &[]);
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     let rootfs = unpacked.rootfs();
 
     let want = fx.closure_of(&[LINK, NOTE, MOTD]);

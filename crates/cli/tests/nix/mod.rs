@@ -1,7 +1,7 @@
 //! End-to-end tests of `buildimage build` against a real Nix store.
 //!
 //! Debian's `nix-build` (Nix 2.8) fills a chroot store `R` with real, input-addressed store
-//! paths whose references Nix computed itself (nix-store.md, section 11.2): a package and its
+//! paths whose references Nix computed itself (docs/formats.md §12.5): a package and its
 //! dependency, a store path that is a single symlink, a `buildEnv`-like image root, a static
 //! busybox with an image root of its own, and a path nothing refers to. The binary builds
 //! images from `--store R`; skopeo and umoci unpack them; `nix-store` checks the database of
@@ -33,7 +33,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::support;
+use buildimage_test_support::{
+    Buildimage, Built, TestDir, names, require_root, require_tool, run_ok, write, write_json,
+};
 
 /// `SOURCE_DATE_EPOCH` of every build here: not the default, so that a database whose
 /// `registrationTime` ignores it shows.
@@ -173,17 +175,14 @@ pub fn fixture() -> &'static Fixture {
 }
 
 fn build_fixture() -> Fixture {
-    support::require_tool("nix-build", "nix-bin");
-    support::require_tool("nix-store", "nix-bin");
+    require_tool("nix-build", "nix-bin");
+    require_tool("nix-store", "nix-bin");
     assert!(
         Path::new("/bin/busybox").is_file(),
         "/bin/busybox is missing; the Nix sandbox needs it as /bin/sh: \
          apt-get install busybox-static"
     );
-    assert!(
-        support::is_root(),
-        "these tests must run as root: Nix 2.8 builds into a chroot store only in its sandbox"
-    );
+    require_root("the Nix tests (Nix 2.8 builds into a chroot store only in its sandbox)");
     let host_nix = Path::new("/nix").exists();
     remove_stale_fixtures();
     let dir = tempfile::Builder::new()
@@ -193,8 +192,8 @@ fn build_fixture() -> Fixture {
         .keep();
     let store = dir.join("store");
     let nix_file = dir.join("fixture.nix");
-    write(&nix_file, FIXTURE_NIX.as_bytes());
-    write(&dir.join(MOTD), b"welcome\n");
+    write(&nix_file, FIXTURE_NIX.as_bytes(), 0o644);
+    write(&dir.join(MOTD), b"welcome\n", 0o644);
     let built = stdout(run_ok(
         nix("nix-build")
             .arg("--store")
@@ -307,7 +306,7 @@ pub fn chroot(root: &Path) -> String {
 
 /// A Nix command with this module's configuration, and nothing from the caller's.
 pub fn nix(tool: &str) -> Command {
-    support::require_tool(tool, "nix-bin");
+    require_tool(tool, "nix-bin");
     let mut cmd = Command::new(tool);
     cmd.env("NIX_CONF_DIR", "/nonexistent/buildimage-cli-nix-tests")
         .env("NIX_CONFIG", NIX_CONFIG)
@@ -342,25 +341,12 @@ pub fn copy_store(from: &Path, to: &Path, with_db: bool) {
 
 /// `cp -a FROM TO`: modes, owners, symlinks and times as they are.
 pub fn copy_tree(from: &Path, to: &Path) {
-    support::run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
+    run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
 }
 
-/// A fresh scratch folder for one test, deleted on drop.
-pub fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("bi-nix-test.")
-        .tempdir()
-        .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"))
-}
-
-/// Writes `data` to `path`.
-pub fn write(path: &Path, data: &[u8]) {
-    fs::write(path, data).unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
-}
-
-/// Runs `cmd`; panics with what it printed unless it succeeds.
-pub fn run_ok(cmd: &mut Command) -> Output {
-    support::run_ok(cmd)
+/// A fresh test folder.
+pub fn scratch() -> TestDir {
+    TestDir::new("bi-nix-test.")
 }
 
 /// Standard output as text.
@@ -370,89 +356,34 @@ pub fn stdout(output: Output) -> String {
 
 /// `sqlite3 DB SQL`, its output without the last newline.
 pub fn sqlite(db: &Path, sql: &str) -> String {
-    support::require_tool("sqlite3", "sqlite3");
+    require_tool("sqlite3", "sqlite3");
     let out = stdout(run_ok(Command::new("sqlite3").arg(db).arg(sql)));
     out.strip_suffix('\n').unwrap_or(&out).to_owned()
-}
-
-/// A successful build: the archive and what `--json` printed.
-pub struct Built {
-    /// The image file.
-    pub archive: PathBuf,
-    /// The `--json` object.
-    pub info: Value,
-}
-
-impl Built {
-    /// `storePaths` of `--json`, checked to be sorted and unique.
-    pub fn store_paths(&self) -> BTreeSet<String> {
-        let list: Vec<String> = self.info["storePaths"]
-            .as_array()
-            .unwrap_or_else(|| panic!("--json has no storePaths array: {:#}", self.info))
-            .iter()
-            .map(|p| p.as_str().expect("storePaths holds strings").to_owned())
-            .collect();
-        let set: BTreeSet<String> = list.iter().cloned().collect();
-        assert!(
-            list.iter().eq(set.iter()),
-            "storePaths is not sorted and unique: {list:?}"
-        );
-        set
-    }
-
-    /// The archive's bytes.
-    pub fn bytes(&self) -> Vec<u8> {
-        fs::read(&self.archive)
-            .unwrap_or_else(|err| panic!("cannot read {}: {err}", self.archive.display()))
-    }
 }
 
 /// `buildimage build SPEC -o OUT --store STORE --json EXTRA...` with
 /// `SOURCE_DATE_EPOCH=`[`EPOCH`], where SPEC is `spec` written to `DIR/NAME.json` and OUT is
 /// `DIR/NAME.tar`, or `DIR/NAME.tar.gz` unless the spec's `compressor` is `none`.
 pub fn build(dir: &Path, name: &str, spec: &Value, store: &Path, extra: &[&OsStr]) -> Built {
-    let (mut cmd, out) = command(dir, name, spec, store, extra);
-    let output = cmd.output().expect("start buildimage");
-    assert!(
-        output.status.success(),
-        "buildimage build {name} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let info: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-        panic!(
-            "--json printed no JSON object ({err}):\n{}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    });
-    assert!(out.is_file(), "no image at {}", out.display());
-    Built { archive: out, info }
+    let (mut cmd, out) = command(dir, name, spec, store);
+    let built = cmd.args(extra).json();
+    assert_eq!(built.archive, out, "outPath");
+    built
 }
 
 /// Like [`build`], for a build that must fail: returns its standard error after checking
 /// that it printed nothing on standard output and left no file at OUT.
 pub fn build_fails(dir: &Path, name: &str, spec: &Value, store: &Path, extra: &[&OsStr]) -> String {
-    let (mut cmd, out) = command(dir, name, spec, store, extra);
-    let output = cmd.output().expect("start buildimage");
+    let (mut cmd, out) = command(dir, name, spec, store);
+    let output = cmd.arg("--json").args(extra).run_err();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "buildimage build {name} succeeded, but must fail; stderr:\n{stderr}"
-    );
-    assert!(
-        output.stdout.is_empty(),
-        "a failed build printed on standard output:\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
     assert!(
         fs::symlink_metadata(&out).is_err(),
         "a failed build left {}; stderr:\n{stderr}",
         out.display()
     );
-    let leftovers: Vec<String> = fs::read_dir(dir)
-        .expect("list the scratch folder")
-        .map(|e| e.expect("list the scratch folder").file_name())
-        .map(|n| n.to_string_lossy().into_owned())
+    let leftovers: Vec<String> = names(dir)
+        .into_iter()
         .filter(|n| n.starts_with(name) && n != &format!("{name}.json"))
         .collect();
     assert!(
@@ -462,37 +393,21 @@ pub fn build_fails(dir: &Path, name: &str, spec: &Value, store: &Path, extra: &[
     stderr
 }
 
-fn command(
-    dir: &Path,
-    name: &str,
-    spec: &Value,
-    store: &Path,
-    extra: &[&OsStr],
-) -> (assert_cmd::Command, PathBuf) {
+/// `buildimage build SPEC -o OUT --store STORE` (see [`build`]) and OUT.
+fn command(dir: &Path, name: &str, spec: &Value, store: &Path) -> (Buildimage, PathBuf) {
     let spec_file = dir.join(format!("{name}.json"));
-    write(
-        &spec_file,
-        serde_json::to_string_pretty(spec)
-            .expect("serialise the spec")
-            .as_bytes(),
-    );
+    write_json(&spec_file, spec);
     let extension = if spec["compressor"] == "none" {
         "tar"
     } else {
         "tar.gz"
     };
     let out = dir.join(format!("{name}.{extension}"));
-    let mut cmd = assert_cmd::Command::cargo_bin("buildimage")
-        .unwrap_or_else(|err| panic!("cannot find the buildimage binary: {err}"));
+    let mut cmd = Buildimage::new();
     cmd.env("SOURCE_DATE_EPOCH", EPOCH.to_string())
-        .arg("build")
-        .arg(&spec_file)
-        .arg("-o")
-        .arg(&out)
-        .arg("--store")
-        .arg(store)
-        .arg("--json")
-        .args(extra);
+        .build(&spec_file)
+        .out(&out)
+        .store(store);
     (cmd, out)
 }
 

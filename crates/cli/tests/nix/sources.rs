@@ -13,11 +13,12 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
+use buildimage_test_support::{Built, require_tool, unpack_oci, write};
+
 use super::{
-    BUSYBOX, Built, Fixture, HELLO, LINK, MOTD, NOTE, ROOT, UNUSED, build, copy_store, fixture,
-    scratch, sqlite, write,
+    BUSYBOX, Fixture, HELLO, LINK, MOTD, NOTE, ROOT, UNUSED, build, copy_store, fixture, scratch,
+    sqlite,
 };
-use crate::support;
 
 /// Writes a folder like the output of nixpkgs `closureInfo { rootPaths = ...; }` for
 /// `paths` (a whole closure): `registration` with `sha256:<nix32>` hashes and empty
@@ -54,8 +55,8 @@ fn closure_info(
         }
         let _ = writeln!(store_paths, "{path}");
     }
-    write(&folder.join("registration"), registration.as_bytes());
-    write(&folder.join("store-paths"), store_paths.as_bytes());
+    write(&folder.join("registration"), registration.as_bytes(), 0o644);
+    write(&folder.join("store-paths"), store_paths.as_bytes(), 0o644);
     folder
 }
 
@@ -71,7 +72,7 @@ fn references_graph(fx: &Fixture, dir: &Path, paths: &BTreeSet<String>) -> PathB
         }
     }
     let file = dir.join("references-graph");
-    write(&file, graph.as_bytes());
+    write(&file, graph.as_bytes(), 0o644);
     file
 }
 
@@ -104,7 +105,7 @@ fn same_image_from_every_source(spec: &Value, want: &BTreeSet<String>) {
     let info_folder = closure_info(fx, dir.path(), want, None);
     let graph = references_graph(fx, dir.path(), want);
     let dump_db = dir.path().join("dump-db");
-    write(&dump_db, fx.dump_db.as_bytes());
+    write(&dump_db, fx.dump_db.as_bytes(), 0o644);
     let flag = OsStr::new("--closure-info");
 
     let reference = build(dir.path(), "database", spec, &fx.store, &[]);
@@ -210,7 +211,7 @@ fn database_scanning_and_closure_info_give_byte_identical_images_with_nix_db() {
 fn closure_info_references_replace_scanning_but_not_the_store_database() {
     // A listing that says hello also refers to the unreferenced path, which no file names:
     // only a build that reads the listing can find it. The store's own database, when
-    // there is one, comes first (nix-store.md, section 5: authoritative metadata wins).
+    // there is one, comes first (docs/formats.md §8.2: authoritative metadata wins).
     let fx = fixture();
     let dir = scratch();
     let (hello, unused) = (fx.path(HELLO), fx.path(UNUSED));
@@ -256,9 +257,9 @@ fn closure_info_references_replace_scanning_but_not_the_store_database() {
 #[test]
 fn store_database_changes_still_in_the_wal_are_seen() {
     // Nix keeps its database in WAL mode: while a Nix process has it open, recent changes
-    // may live only in `db.sqlite-wal` (nix-store.md, section 6). Hold a connection with an
+    // may live only in `db.sqlite-wal` (docs/formats.md §10.6). Hold a connection with an
     // uncheckpointed change open during the build; the image's database must show it.
-    support::require_tool("sqlite3", "sqlite3");
+    require_tool("sqlite3", "sqlite3");
     let fx = fixture();
     let dir = scratch();
     let store = dir.path().join("store");
@@ -307,7 +308,7 @@ fn store_database_changes_still_in_the_wal_are_seen() {
         "the change was checkpointed before the build: the test proves nothing"
     );
 
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     let image_db = unpacked.rootfs().join("nix/var/nix/db/db.sqlite");
     assert_eq!(
         sqlite(

@@ -1,12 +1,13 @@
 //! What a `runAsRoot` script does to files reaches the layer as it would in nixpkgs' VM:
 //! real owners, setuid bits and device nodes; deletions as whiteouts and replaced folders
-//! as opaque ones (buildimage.md, section 14, Q3); byte for byte the same on every build.
+//! as opaque ones (docs/formats.md §1.7); byte for byte the same on every build.
 
 use serde_json::{Value, json};
 
-use super::{Case, base_image, busybox_root, names, top_layer};
-use crate::docker::{self, Member, member};
-use crate::support;
+use super::{Case, base_image, member_names};
+use buildimage_test_support::{
+    Member, ROOT_APPLETS, busybox_root, docker, member, mkdir, names, unpack_oci, write,
+};
 
 /// The script of the owners test: ownership, a setuid bit and a device node, which only
 /// root can make.
@@ -24,21 +25,21 @@ const WHITEOUT_SCRIPT: &str = "rm /etc/motd\n\
 /// Adds `etc/motd`, `etc/issue` and a folder `dir/` with `old` and `sub/old2` to a
 /// base root.
 fn whiteout_base(root: &std::path::Path) {
-    docker::mkdir(&root.join("etc"), 0o755);
-    docker::write(&root.join("etc/motd"), b"welcome\n", 0o644);
-    docker::write(&root.join("etc/issue"), b"base\n", 0o644);
-    docker::mkdir(&root.join("dir"), 0o755);
-    docker::write(&root.join("dir/old"), b"old\n", 0o644);
-    docker::mkdir(&root.join("dir/sub"), 0o755);
-    docker::write(&root.join("dir/sub/old2"), b"old2\n", 0o644);
+    mkdir(&root.join("etc"), 0o755);
+    write(&root.join("etc/motd"), b"welcome\n", 0o644);
+    write(&root.join("etc/issue"), b"base\n", 0o644);
+    mkdir(&root.join("dir"), 0o755);
+    write(&root.join("dir/old"), b"old\n", 0o644);
+    mkdir(&root.join("dir/sub"), 0o755);
+    write(&root.join("dir/sub/old2"), b"old2\n", 0o644);
 }
 
 #[test]
 fn chown_setuid_and_mknod_in_run_as_root_are_kept_and_uid_gid_do_not_apply() {
     let case = Case::new();
-    busybox_root(&case.join("busybox"));
-    docker::mkdir(&case.join("extra"), 0o755);
-    docker::write(&case.join("extra/copied"), b"copied\n", 0o640);
+    busybox_root(&case.join("busybox"), &ROOT_APPLETS);
+    mkdir(&case.join("extra"), 0o755);
+    write(&case.join("extra/copied"), b"copied\n", 0o640);
     let built = case.build(
         "owners",
         &json!({
@@ -53,8 +54,8 @@ fn chown_setuid_and_mknod_in_run_as_root_are_kept_and_uid_gid_do_not_apply() {
         }),
         None,
     );
-    let layer = top_layer(&built.read());
-    let show = |m: &Member| (m.kind, m.mode, m.uid, m.gid);
+    let layer = built.read().top_layer();
+    let show = |m: &Member| (m.kind.as_byte(), m.mode, m.uid, m.gid);
     assert_eq!(show(member(&layer, "./x")), (b'0', 0o644, 1000, 1000));
     assert_eq!(show(member(&layer, "./y")), (b'0', 0o4755, 0, 0));
     assert_eq!(show(member(&layer, "./dev-null-copy")), (b'3', 0o644, 0, 0));
@@ -63,13 +64,13 @@ fn chown_setuid_and_mknod_in_run_as_root_are_kept_and_uid_gid_do_not_apply() {
     for entry in &layer {
         // No names from the host's user database; root is `root`, as nixpkgs' tar writes.
         let expected = if entry.uid == 0 { "root" } else { "" };
-        assert_eq!(entry.uname, expected, "{}", entry.path);
-        if entry.path != "./x" {
-            assert_eq!((entry.uid, entry.gid), (0, 0), "{}", entry.path);
+        assert_eq!(entry.uname(), expected, "{}", entry.name());
+        if entry.name != b"./x" {
+            assert_eq!((entry.uid, entry.gid), (0, 0), "{}", entry.name());
         }
     }
 
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     let listing = unpacked.listing();
     for line in [
         "crw-r--r-- 0:0 1 ./dev-null-copy",
@@ -95,7 +96,7 @@ fn chown_setuid_and_mknod_in_run_as_root_are_kept_and_uid_gid_do_not_apply() {
     );
     drop(unpacked);
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(
         docker
@@ -126,9 +127,9 @@ fn chown_setuid_and_mknod_in_run_as_root_are_kept_and_uid_gid_do_not_apply() {
 #[test]
 fn run_as_root_works_when_the_base_tmp_is_a_symlink() {
     let case = Case::new();
-    let root = busybox_root(&case.join("linked-tmp-root"));
-    docker::mkdir(&root.join("var"), 0o755);
-    docker::mkdir(&root.join("var/tmp"), 0o1777);
+    let root = busybox_root(&case.join("linked-tmp-root"), &ROOT_APPLETS);
+    mkdir(&root.join("var"), 0o755);
+    mkdir(&root.join("var/tmp"), 0o1777);
     std::os::unix::fs::symlink("var/tmp", root.join("tmp")).expect("link tmp");
     let base = case.build(
         "linked-tmp",
@@ -141,9 +142,9 @@ fn run_as_root_works_when_the_base_tmp_is_a_symlink() {
         }),
         None,
     );
-    let base_layer = top_layer(&base.read());
+    let base_layer = base.read().top_layer();
     assert_eq!(
-        member(&base_layer, "./tmp").kind,
+        member(&base_layer, "./tmp").kind.as_byte(),
         b'2',
         "the base keeps tmp a symlink"
     );
@@ -158,8 +159,11 @@ fn run_as_root_works_when_the_base_tmp_is_a_symlink() {
         }),
         None,
     );
-    let layer = top_layer(&built.read());
-    assert_eq!(names(&layer), ["./", "./var/", "./var/tmp/", "./var/tmp/x"]);
+    let layer = built.read().top_layer();
+    assert_eq!(
+        member_names(&layer),
+        ["./", "./var/", "./var/tmp/", "./var/tmp/x"]
+    );
     assert_eq!(member(&layer, "./var/tmp/x").data, b"hi\n");
 }
 
@@ -167,8 +171,8 @@ fn run_as_root_works_when_the_base_tmp_is_a_symlink() {
 fn position(layer: &[Member], path: &str) -> usize {
     layer
         .iter()
-        .position(|m| m.path == path)
-        .unwrap_or_else(|| panic!("no member {path} among {:?}", names(layer)))
+        .position(|m| m.name == path.as_bytes())
+        .unwrap_or_else(|| panic!("no member {path} among {:?}", member_names(layer)))
 }
 
 #[test]
@@ -186,9 +190,9 @@ fn deletions_become_whiteouts_and_a_recreated_folder_is_opaque() {
         }),
         None,
     );
-    let layer = top_layer(&built.read());
+    let layer = built.read().top_layer();
     assert_eq!(
-        names(&layer),
+        member_names(&layer),
         [
             "./",
             "./dir/",
@@ -202,39 +206,39 @@ fn deletions_become_whiteouts_and_a_recreated_folder_is_opaque() {
     );
     for marker in ["./dir/.wh..wh..opq", "./etc/.wh.motd"] {
         let m = member(&layer, marker);
-        assert_eq!((m.kind, m.mode, m.uid, m.data.len()), (b'0', 0o644, 0, 0));
+        assert_eq!(
+            (m.kind.as_byte(), m.mode, m.uid, m.data.len()),
+            (b'0', 0o644, 0, 0)
+        );
     }
     // OCI: a whiteout comes before every other entry of its folder, whatever the byte
     // order of the names says.
     let is_whiteout = |m: &Member| {
-        m.path
+        m.name()
             .rsplit('/')
             .next()
             .is_some_and(|n| n.starts_with(".wh."))
     };
     for (i, entry) in layer.iter().enumerate().filter(|(_, m)| is_whiteout(m)) {
-        let (dir, _) = entry.path.rsplit_once('/').expect("a folder");
+        let name = entry.name();
+        let (dir, _) = name.rsplit_once('/').expect("a folder");
         let prefix = format!("{dir}/");
         let dir_at = position(&layer, &prefix);
-        assert!(dir_at < i, "{prefix} comes before {}", entry.path);
+        assert!(dir_at < i, "{prefix} comes before {name}");
         assert!(
             layer[dir_at + 1..i].iter().all(is_whiteout),
-            "{} must come before the other entries of {prefix}: {:?}",
-            entry.path,
-            names(&layer)
+            "{name} must come before the other entries of {prefix}: {:?}",
+            member_names(&layer)
         );
     }
 
-    let unpacked = support::unpack_oci(&built.archive);
+    let unpacked = unpack_oci(&built.archive);
     assert!(!unpacked.rootfs().join("etc/motd").exists());
-    assert_eq!(docker::file_names(&unpacked.rootfs().join("dir")), ["f"]);
-    assert_eq!(
-        docker::file_names(&unpacked.rootfs().join("etc")),
-        ["!first", "issue"]
-    );
+    assert_eq!(names(&unpacked.rootfs().join("dir")), ["f"]);
+    assert_eq!(names(&unpacked.rootfs().join("etc")), ["!first", "issue"]);
     drop(unpacked);
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(
         docker
@@ -284,9 +288,9 @@ fn run_as_root_over_whiteouts_and_opaque_folders_of_a_base_sees_what_docker_sees
         }),
         None,
     );
-    let layer = top_layer(&built.read());
+    let layer = built.read().top_layer();
     // `/tmp` is in the base already (the previous script's mount point), so not new.
-    assert_eq!(names(&layer), ["./", "./seen-dir", "./seen-etc"]);
+    assert_eq!(member_names(&layer), ["./", "./seen-dir", "./seen-etc"]);
     assert_eq!(member(&layer, "./seen-dir").data, b"f\n");
     assert_eq!(member(&layer, "./seen-etc").data, b"!first\nissue\n");
 }
@@ -297,8 +301,8 @@ fn run_as_root_over_whiteouts_and_opaque_folders_of_a_base_sees_what_docker_sees
 fn the_same_run_as_root_spec_built_twice_gives_identical_archives() {
     let case = Case::new();
     base_image(&case, "base", &Value::Null, whiteout_base);
-    docker::mkdir(&case.join("extra"), 0o755);
-    docker::write(&case.join("extra/copied"), b"copied\n", 0o640);
+    mkdir(&case.join("extra"), 0o755);
+    write(&case.join("extra/copied"), b"copied\n", 0o640);
     let spec = json!({
         "name": "buildimage-test/determinism",
         "tag": "latest",
@@ -309,7 +313,12 @@ fn the_same_run_as_root_spec_built_twice_gives_identical_archives() {
     });
     let first = case.build("first", &spec, None);
     // The caller's umask must not reach the script's files nor the staged copyToRoot.
-    let second = case.build_with(case.buildimage_with_umask("077"), "second", &spec, None);
+    let second = case.build_with(
+        case.buildimage().umask("077").clone(),
+        "second",
+        &spec,
+        None,
+    );
     assert_eq!(
         first.bytes(),
         second.bytes(),

@@ -6,9 +6,8 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{Case, base_image, busybox_root, names, store_path, top_layer};
-use crate::docker::{self, member};
-use crate::support;
+use super::{Case, base_image, member_names, store_path};
+use buildimage_test_support::{ROOT_APPLETS, busybox_root, docker, member, static_busybox};
 
 /// The host's `/dev/null`.
 const DEV_NULL: &str = "/dev/null";
@@ -75,7 +74,7 @@ fn run_as_root_has_only_loopback_its_own_host_name_a_read_only_store_and_its_own
     );
     let _restore = DevNullGuard;
     let case = Case::new();
-    busybox_root(&case.join("busybox"));
+    busybox_root(&case.join("busybox"), &ROOT_APPLETS);
     let store = case.join("store");
     store_path(
         &store,
@@ -99,7 +98,7 @@ fn run_as_root_has_only_loopback_its_own_host_name_a_read_only_store_and_its_own
         dev_null_intact(),
         "runAsRoot's `rm -f /dev/null` reached the host's {DEV_NULL}"
     );
-    let layer = top_layer(&built.read());
+    let layer = built.read().top_layer();
     let report = |name: &str| {
         String::from_utf8_lossy(&member(&layer, &format!("./report/{name}")).data).into_owned()
     };
@@ -150,20 +149,20 @@ fn run_as_root_has_only_loopback_its_own_host_name_a_read_only_store_and_its_own
     );
 
     // The mount points the sandbox made are gone again; only `/tmp` stays, as in nixpkgs.
-    for path in names(&layer) {
+    for path in member_names(&layer) {
         for gone in ["./dev", "./proc", "./sys", "./nix"] {
             assert!(!path.starts_with(gone), "{path} in the layer");
         }
     }
     let tmp = member(&layer, "./tmp/");
-    assert_eq!((tmp.kind, tmp.mode), (b'5', 0o755));
+    assert_eq!((tmp.kind.as_byte(), tmp.mode), (b'5', 0o755));
 }
 
 /// Builds `nosh.tar`, a base whose only file is `bin/busybox` (no `/bin/sh`), and a store
 /// with a busybox store path whose `bin` has `sh` and `mkdir`. Returns the store folder
 /// and the store path.
 fn base_without_sh(case: &Case) -> (std::path::PathBuf, String) {
-    let busybox = docker::static_busybox();
+    let busybox = static_busybox();
     base_image(case, "nosh", &serde_json::Value::Null, |root: &Path| {
         // Keep only bin/busybox: the applet links include `sh`.
         for entry in std::fs::read_dir(root.join("bin")).expect("list bin") {
@@ -203,11 +202,14 @@ fn run_as_root_shell_from_the_store_runs_the_script_on_a_base_without_bin_sh() {
     );
     // `mkdir` came from the shell's folder, which the sandbox adds to PATH; the store path
     // itself is not written into the layer.
-    let layer = top_layer(&built.read());
-    assert_eq!(names(&layer), ["./", "./data/", "./data/ran", "./tmp/"]);
+    let layer = built.read().top_layer();
+    assert_eq!(
+        member_names(&layer),
+        ["./", "./data/", "./data/ran", "./tmp/"]
+    );
     assert_eq!(member(&layer, "./data/ran").data, b"ran by runAsRoot\n");
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(
         docker
@@ -259,7 +261,7 @@ fn a_base_without_bin_sh_needs_run_as_root_shell_and_an_existing_one() {
 #[test]
 fn script_output_goes_to_stderr_so_that_dash_o_dash_writes_a_clean_archive() {
     let case = Case::new();
-    busybox_root(&case.join("busybox"));
+    busybox_root(&case.join("busybox"), &ROOT_APPLETS);
     let spec = json!({
         "name": "buildimage-test/stdout",
         "tag": "latest",
@@ -268,15 +270,8 @@ fn script_output_goes_to_stderr_so_that_dash_o_dash_writes_a_clean_archive() {
         "extraCommands": "echo from-extra-commands",
         "compressor": "none",
     });
-    let path = case.spec("stdout", &spec);
-    let output = case
-        .buildimage()
-        .arg("build")
-        .arg(&path)
-        .arg("-o")
-        .arg("-")
-        .output()
-        .expect("start buildimage");
+    let path = case.spec_named("stdout", &spec);
+    let output = case.buildimage().build(&path).out("-").output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     for text in ["from-run-as-root\n", "to-stderr\n", "from-extra-commands\n"] {

@@ -1,23 +1,24 @@
-//! The root-mode scenarios of nixpkgs' manual and `docker-tools` tests (buildimage.md,
-//! section 15): the `runAsRoot` example, `redis`, `layersUnpackOrder` and
+//! The root-mode scenarios of nixpkgs' manual and `docker-tools` tests (docs/formats.md
+//! §14): the `runAsRoot` example, `redis`, `layersUnpackOrder` and
 //! `runAsRootExtraCommands`, loaded and run by Docker.
 
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Case, base_image, busybox_root, names, store_path, top_layer};
-use crate::docker::{self, inspect_json, member};
-use crate::support;
+use super::{Case, base_image, member_names, store_path};
+use buildimage_test_support::{
+    Built, ROOT_APPLETS, busybox_root, docker, inspect_json, member, mkdir, write,
+};
 
 /// The script of the manual's `runAsRoot` example.
 const SEED_SCRIPT: &str = "mkdir -p /data\necho \"some content\" > my-file\n";
 
 /// Makes `dir` an image root holding `bin/hello`, the stand-in for the `hello` package.
 fn hello_root(dir: &Path) {
-    docker::mkdir(dir, 0o755);
-    docker::mkdir(&dir.join("bin"), 0o755);
-    docker::write(
+    mkdir(dir, 0o755);
+    mkdir(&dir.join("bin"), 0o755);
+    write(
         &dir.join("bin/hello"),
         b"#!/bin/sh\necho 'Hello, world!'\n",
         0o755,
@@ -25,17 +26,17 @@ fn hello_root(dir: &Path) {
 }
 
 /// Loads the seed example's image, runs its `Cmd` and a look at `/data` and `/my-file`.
-fn assert_seed_example_runs(built: &docker::Built) {
+fn assert_seed_example_runs(built: &Built) {
     let archive = built.read();
-    let layer = top_layer(&archive);
+    let layer = archive.top_layer();
     let data = member(&layer, "./data/");
-    assert_eq!((data.kind, data.mode, data.uid), (b'5', 0o755, 0));
+    assert_eq!((data.kind.as_byte(), data.mode, data.uid), (b'5', 0o755, 0));
     // The script ran in `/`, so the relative `my-file` is at the root.
     let file = member(&layer, "./my-file");
-    assert_eq!((file.kind, file.mode), (b'0', 0o644));
+    assert_eq!((file.kind.as_byte(), file.mode), (b'0', 0o644));
     assert_eq!(file.data, b"some content\n");
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "buildimage-test/hello:latest");
     assert_eq!(
@@ -80,9 +81,9 @@ fn seed_run_as_root_example_over_a_buildimage_base_shows_data_and_my_file() {
         None,
     );
     // Only the changes are in the new layer: the base's busybox is not repeated.
-    let layer = top_layer(&built.read());
+    let layer = built.read().top_layer();
     assert_eq!(
-        names(&layer),
+        member_names(&layer),
         [
             "./",
             "./bin/",
@@ -100,7 +101,7 @@ fn seed_run_as_root_example_over_a_buildimage_base_shows_data_and_my_file() {
 #[test]
 fn seed_run_as_root_example_without_from_image_shows_data_and_my_file() {
     let case = Case::new();
-    busybox_root(&case.join("busybox"));
+    busybox_root(&case.join("busybox"), &ROOT_APPLETS);
     hello_root(&case.join("hello"));
     let built = case.build(
         "hello",
@@ -143,7 +144,7 @@ fn redis_with_run_as_root_keeps_config_exactly_and_runs_through_the_merged_bin()
     );
     assert_eq!(made, redis);
     // A buildEnv of redis with pathsToLink = [ "/bin" ]: `bin` is a symlink to the store.
-    docker::mkdir(&case.join("image-root"), 0o755);
+    mkdir(&case.join("image-root"), 0o755);
     std::os::unix::fs::symlink(format!("{redis}/bin"), case.join("image-root/bin"))
         .expect("link image-root/bin");
     let config = json!({
@@ -177,7 +178,7 @@ fn redis_with_run_as_root_keeps_config_exactly_and_runs_through_the_merged_bin()
     let mut expected = config.clone();
     expected["Env"] = json!(["FROM_BASE=1"]);
     assert_eq!(archive.config()["config"], expected);
-    let layer = top_layer(&archive);
+    let layer = archive.top_layer();
     assert_eq!(
         member(&layer, "./data/version").data,
         b"redis-cli 7.2.4\n",
@@ -188,7 +189,7 @@ fn redis_with_run_as_root_keeps_config_exactly_and_runs_through_the_merged_bin()
     // redis-cli names its store path, so the closure follows the layer's own files.
     member(&layer, &format!("{}/bin/redis-cli", &redis[1..]));
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     let inspected = inspect_json(&docker, image.name(), ".Config");
     for key in ["Cmd", "WorkingDir", "Volumes", "Healthcheck"] {
@@ -249,7 +250,7 @@ fn layers_unpack_order_chained_run_as_root_appends_abc() {
     }
     let last = last.expect("three builds");
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&last.archive);
     assert_eq!(image.name(), "layers-unpack-order-c:latest");
     assert_eq!(
@@ -269,7 +270,7 @@ fn layers_unpack_order_chained_run_as_root_appends_abc() {
 #[test]
 fn run_as_root_extra_commands_keep_double_quotes_and_parentheses() {
     let case = Case::new();
-    busybox_root(&case.join("busybox"));
+    busybox_root(&case.join("busybox"), &ROOT_APPLETS);
     let built = case.build(
         "run-as-root-extra-commands",
         &json!({
@@ -281,11 +282,11 @@ fn run_as_root_extra_commands_keep_double_quotes_and_parentheses() {
         }),
         None,
     );
-    let layer = top_layer(&built.read());
+    let layer = built.read().top_layer();
     assert_eq!(member(&layer, "./runAsRoot").data, b"(runAsRoot)\n");
     assert_eq!(member(&layer, "./extraCommands").data, b"(extraCommand)\n");
 
-    let docker = support::docker();
+    let docker = docker();
     let image = docker.load_guarded(&built.archive);
     assert_eq!(image.name(), "runasrootextracommands:latest");
     assert_eq!(

@@ -2,55 +2,31 @@
 //! script can do everything but give files to other owners, and says so when it tries.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
+use buildimage_test_support::{Buildimage, Image, ROOT_APPLETS, busybox_root, chmod, read_tar};
 use serde_json::json;
 
-use super::{Case, base_image, busybox_root, names, top_layer};
-use crate::docker::ImageArchive;
-use crate::support;
+use super::{Case, base_image, member_names};
 
-/// The nobody user of Debian: no home, no groups, no privileges.
-const NOBODY: &str = "65534";
-
-/// `buildimage` run as `nobody` (through `setpriv`, from util-linux), from a copy of the
-/// binary that `nobody` can read, in a case folder it may write.
-fn as_nobody(case: &Case) -> assert_cmd::Command {
-    support::require_tool("setpriv", "util-linux");
-    let copy = case.join("buildimage");
-    fs::copy(assert_cmd::cargo::cargo_bin("buildimage"), &copy).expect("copy the binary");
-    for (path, mode) in [
-        (case.path().to_owned(), 0o777),
-        (case.tmp(), 0o777),
-        (copy.clone(), 0o755),
-    ] {
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-    }
-    let mut cmd = assert_cmd::Command::new("setpriv");
-    cmd.current_dir(case.path())
-        .env("TMPDIR", case.tmp())
-        .env_remove("SOURCE_DATE_EPOCH")
-        .args([
-            &format!("--reuid={NOBODY}"),
-            &format!("--regid={NOBODY}"),
-            "--clear-groups",
-        ])
-        .arg(&copy);
+/// `buildimage` run as `nobody`, from a copy of the binary that `nobody` can read, in a
+/// case folder (and `TMPDIR`) it may write.
+fn as_nobody(case: &Case) -> Buildimage {
+    chmod(case.path(), 0o777);
+    chmod(&case.tmp(), 0o777);
+    let mut cmd = case.buildimage();
+    cmd.as_nobody(case.path());
     cmd
 }
 
 /// `buildimage build NAME.json -o NAME.tar` as `nobody`, with `spec` as NAME.json; returns
 /// its output and its standard error as text.
 fn build_as_nobody(case: &Case, name: &str, spec: &serde_json::Value) -> (Output, String) {
-    let spec = case.spec(name, spec);
+    let spec = case.spec_named(name, spec);
     let output = as_nobody(case)
-        .arg("build")
-        .arg(&spec)
-        .arg("-o")
-        .arg(case.join(format!("{name}.tar")))
-        .output()
-        .expect("start buildimage");
+        .build(&spec)
+        .out(case.join(format!("{name}.tar")))
+        .output();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output, stderr)
 }
@@ -58,7 +34,7 @@ fn build_as_nobody(case: &Case, name: &str, spec: &serde_json::Value) -> (Output
 #[test]
 fn an_ordinary_user_runs_run_as_root_in_a_user_namespace() {
     let case = Case::new();
-    busybox_root(&case.join("root"));
+    busybox_root(&case.join("root"), &ROOT_APPLETS);
     let built = case.build_with(
         as_nobody(&case),
         "nobody",
@@ -68,11 +44,11 @@ fn an_ordinary_user_runs_run_as_root_in_a_user_namespace() {
         }),
         None,
     );
-    let layer = top_layer(&ImageArchive::read(&built.archive));
+    let layer = Image::open(&built.archive).top_layer();
     let f = layer
         .iter()
-        .find(|m| m.path == "./data/f")
-        .unwrap_or_else(|| panic!("no ./data/f in {:?}", names(&layer)));
+        .find(|m| m.name == b"./data/f")
+        .unwrap_or_else(|| panic!("no ./data/f in {:?}", member_names(&layer)));
     // Files the mapped root made are root's in the image, setuid bit included.
     assert_eq!((f.uid, f.gid, f.mode), (0, 0, 0o4755));
 }
@@ -80,7 +56,7 @@ fn an_ordinary_user_runs_run_as_root_in_a_user_namespace() {
 #[test]
 fn an_ordinary_user_is_told_that_run_as_root_cannot_give_files_away() {
     let case = Case::new();
-    busybox_root(&case.join("root"));
+    busybox_root(&case.join("root"), &ROOT_APPLETS);
     let (output, stderr) = build_as_nobody(
         &case,
         "chown",
@@ -151,26 +127,26 @@ fn an_ordinary_user_builds_on_a_base_with_device_nodes_which_the_script_does_not
         "one warning, naming the device outside /dev:\n{stderr}"
     );
     case.assert_clean();
-    let archive = ImageArchive::read(&case.join("ondev.tar"));
-    let top = top_layer(&archive);
+    let archive = Image::open(&case.join("ondev.tar"));
+    let top = archive.top_layer();
     assert!(
-        names(&top).contains(&"./ran"),
+        member_names(&top).iter().any(|n| n == "./ran"),
         "the script ran: {:?}",
-        names(&top)
+        member_names(&top)
     );
     assert!(
-        !names(&top).iter().any(|n| n.contains("null")),
+        !member_names(&top).iter().any(|n| n.contains("null")),
         "the new layer neither has nor deletes the device: {:?}",
-        names(&top)
+        member_names(&top)
     );
     // The base layers are in the image unchanged, device included.
     let manifest = archive.manifest();
     let base = manifest[0]["Layers"][1]
         .as_str()
         .expect("a second base layer");
-    let null = crate::docker::tar_members(archive.file(base))
+    let null = read_tar(archive.file(base))
         .into_iter()
-        .find(|m| m.path == "./etc/null")
+        .find(|m| m.name == b"./etc/null")
         .expect("the base layer keeps ./etc/null");
-    assert_eq!(null.kind, b'3', "still a character device");
+    assert_eq!(null.kind.as_byte(), b'3', "still a character device");
 }
