@@ -1,6 +1,5 @@
 //! Test folders, files with explicit modes, and small checks of the machine.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -150,12 +149,7 @@ pub fn names(dir: &Path) -> Vec<String> {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut hex, byte| {
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Hex SHA-256 of `bytes`.

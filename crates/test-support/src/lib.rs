@@ -47,6 +47,7 @@ mod docker;
 mod fs;
 mod image;
 mod interrupt;
+pub mod nix;
 mod oci;
 mod run;
 pub mod tar;

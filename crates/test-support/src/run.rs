@@ -110,6 +110,16 @@ impl Buildimage {
         self.arg("build").arg(spec)
     }
 
+    /// `build-layered SPEC`.
+    pub fn build_layered(&mut self, spec: impl AsRef<OsStr>) -> &mut Buildimage {
+        self.arg("build-layered").arg(spec)
+    }
+
+    /// `stream-layered SPEC`.
+    pub fn stream_layered(&mut self, spec: impl AsRef<OsStr>) -> &mut Buildimage {
+        self.arg("stream-layered").arg(spec)
+    }
+
     /// `-o OUT`.
     pub fn out(&mut self, out: impl AsRef<OsStr>) -> &mut Buildimage {
         self.arg("-o").arg(out)

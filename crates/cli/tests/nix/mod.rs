@@ -28,13 +28,14 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use buildimage_test_support::{
-    Buildimage, Built, TestDir, names, require_root, require_tool, run_ok, write, write_json,
+use buildimage_test_support::{Buildimage, Built, TestDir, names, run_ok, write_json};
+
+pub use buildimage_test_support::nix::{
+    BuiltStore, base_name, copy_store, copy_tree, host_path, nix_store, sqlite, stdout, store_name,
 };
 
 /// `SOURCE_DATE_EPOCH` of every build here: not the default, so that a database whose
@@ -84,13 +85,6 @@ let
 in { inherit dep hello link note root busybox busyboxRoot unused; }
 "#;
 
-/// Settings for every Nix command: no host configuration, no build users (we are root and
-/// need no `nixbld` group), no binary cache (no network), and the sandbox on, because Nix 2.8
-/// builds into a chroot store only in the sandbox. Busybox is the sandbox's `/bin/sh`, and
-/// is also visible at `/bin/busybox` for the derivation that copies it into the store.
-const NIX_CONFIG: &str = "build-users-group =\nsubstituters =\nsandbox = true\n\
-                          sandbox-paths = /bin/sh=/bin/busybox /bin/busybox\n";
-
 /// How the fixture's folder is named: `bi-nix.<pid>.XXXXXX`. The pid lets a later run
 /// remove the folders of finished runs (a `static` is never dropped).
 const FIXTURE_PREFIX: &str = "bi-nix.";
@@ -122,8 +116,8 @@ pub struct Fixture {
     paths: BTreeMap<&'static str, String>,
     /// Store path -> what Nix says about it, for every output.
     infos: BTreeMap<String, NixInfo>,
-    /// Whether the machine had a `/nix` before the fixture was built.
-    host_nix: bool,
+    /// What `nix-build` made.
+    built: BuiltStore,
 }
 
 impl Fixture {
@@ -156,10 +150,7 @@ impl Fixture {
 
     /// Panics if the machine's `/nix` appeared: a Nix command escaped its chroot store.
     pub fn assert_host_nix_untouched(&self) {
-        assert!(
-            self.host_nix || !Path::new("/nix").exists(),
-            "the machine's /nix appeared: a Nix command escaped its chroot store"
-        );
+        self.built.assert_host_nix_untouched();
     }
 
     /// Where `R` keeps `path` on the host.
@@ -175,43 +166,25 @@ pub fn fixture() -> &'static Fixture {
 }
 
 fn build_fixture() -> Fixture {
-    require_tool("nix-build", "nix-bin");
-    require_tool("nix-store", "nix-bin");
-    assert!(
-        Path::new("/bin/busybox").is_file(),
-        "/bin/busybox is missing; the Nix sandbox needs it as /bin/sh: \
-         apt-get install busybox-static"
-    );
-    require_root("the Nix tests (Nix 2.8 builds into a chroot store only in its sandbox)");
-    let host_nix = Path::new("/nix").exists();
-    remove_stale_fixtures();
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{FIXTURE_PREFIX}{}.", std::process::id()))
-        .tempdir_in("/tmp")
-        .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"))
-        .keep();
-    let store = dir.join("store");
-    let nix_file = dir.join("fixture.nix");
-    write(&nix_file, FIXTURE_NIX.as_bytes(), 0o644);
-    write(&dir.join(MOTD), b"welcome\n", 0o644);
-    let built = stdout(run_ok(
-        nix("nix-build")
-            .arg("--store")
-            .arg(chroot(&store))
-            .arg(&nix_file)
-            .arg("--no-out-link")
-            .env("XDG_CACHE_HOME", dir.join("cache")),
-    ));
+    let built = BuiltStore::build(FIXTURE_PREFIX, FIXTURE_NIX, &[(MOTD, b"welcome\n")]);
     let mut paths = BTreeMap::new();
-    for line in built.lines() {
+    for line in &built.outputs {
         let name = store_name(line);
-        let output = OUTPUTS
-            .into_iter()
-            .find(|o| *o == name)
-            .unwrap_or_else(|| panic!("nix-build printed an unexpected path {line}:\n{built}"));
-        paths.insert(output, line.to_owned());
+        let output = OUTPUTS.into_iter().find(|o| *o == name).unwrap_or_else(|| {
+            panic!(
+                "nix-build printed an unexpected path {line}: {:?}",
+                built.outputs
+            )
+        });
+        paths.insert(output, line.clone());
     }
-    assert_eq!(paths.len(), OUTPUTS.len(), "nix-build printed:\n{built}");
+    assert_eq!(
+        paths.len(),
+        OUTPUTS.len(),
+        "nix-build printed: {:?}",
+        built.outputs
+    );
+    let store = built.root.clone();
 
     let query = |flag: &str, path: &str| stdout(run_ok(nix_store(&store).args(["-q", flag, path])));
     let lines = |text: String| -> BTreeSet<String> { text.lines().map(str::to_owned).collect() };
@@ -245,7 +218,7 @@ fn build_fixture() -> Fixture {
         .collect();
     let dump_db = stdout(run_ok(nix_store(&store).arg("--dump-db")));
 
-    let hidden = dir.join("hidden");
+    let hidden = built.dir.join("hidden");
     copy_store(&store, &hidden, false);
     let fixture = Fixture {
         store,
@@ -253,112 +226,15 @@ fn build_fixture() -> Fixture {
         dump_db,
         paths,
         infos,
-        host_nix,
+        built,
     };
     fixture.assert_host_nix_untouched();
     fixture
 }
 
-/// Removes the fixture folders of test processes that have ended.
-fn remove_stale_fixtures() {
-    let Ok(entries) = fs::read_dir("/tmp") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(FIXTURE_PREFIX))
-            .and_then(|rest| rest.split_once('.'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            // Best effort: another run may be removing it at the same time.
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// The name part of `/nix/store/<32 hash characters>-<name>`.
-pub fn store_name(path: &str) -> &str {
-    path.strip_prefix("/nix/store/")
-        .and_then(|base| base.get(33..))
-        .unwrap_or_else(|| panic!("not a store path: {path:?}"))
-}
-
-/// The base name `<hash>-<name>` of a store path.
-pub fn base_name(path: &str) -> &str {
-    path.strip_prefix("/nix/store/")
-        .unwrap_or_else(|| panic!("not a store path: {path:?}"))
-}
-
-/// Where the store rooted at `root` keeps `path`.
-pub fn host_path(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
-}
-
-/// `local?root=DIR`: the chroot store at `root`.
-pub fn chroot(root: &Path) -> String {
-    format!("local?root={}", root.display())
-}
-
-/// A Nix command with this module's configuration, and nothing from the caller's.
-pub fn nix(tool: &str) -> Command {
-    require_tool(tool, "nix-bin");
-    let mut cmd = Command::new(tool);
-    cmd.env("NIX_CONF_DIR", "/nonexistent/buildimage-cli-nix-tests")
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .env_remove("NIX_REMOTE")
-        .env_remove("NIX_PATH")
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// `nix-store --store local?root=ROOT`.
-pub fn nix_store(root: &Path) -> Command {
-    let mut cmd = nix("nix-store");
-    cmd.arg("--store").arg(chroot(root));
-    cmd
-}
-
-/// Copies a store: `FROM/nix/store` to `TO/nix/store`, and with `with_db` the database
-/// files (`db.sqlite`, `schema`) but not Nix's lock and reserve files.
-pub fn copy_store(from: &Path, to: &Path, with_db: bool) {
-    fs::create_dir_all(to.join("nix"))
-        .unwrap_or_else(|err| panic!("cannot create {}: {err}", to.display()));
-    copy_tree(&from.join("nix/store"), &to.join("nix/store"));
-    if with_db {
-        let db = to.join("nix/var/nix/db");
-        fs::create_dir_all(&db)
-            .unwrap_or_else(|err| panic!("cannot create {}: {err}", db.display()));
-        for file in ["db.sqlite", "schema"] {
-            copy_tree(&from.join("nix/var/nix/db").join(file), &db.join(file));
-        }
-    }
-}
-
-/// `cp -a FROM TO`: modes, owners, symlinks and times as they are.
-pub fn copy_tree(from: &Path, to: &Path) {
-    run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
-}
-
 /// A fresh test folder.
 pub fn scratch() -> TestDir {
     TestDir::new("bi-nix-test.")
-}
-
-/// Standard output as text.
-pub fn stdout(output: Output) -> String {
-    String::from_utf8(output.stdout).expect("UTF-8 output")
-}
-
-/// `sqlite3 DB SQL`, its output without the last newline.
-pub fn sqlite(db: &Path, sql: &str) -> String {
-    require_tool("sqlite3", "sqlite3");
-    let out = stdout(run_ok(Command::new("sqlite3").arg(db).arg(sql)));
-    out.strip_suffix('\n').unwrap_or(&out).to_owned()
 }
 
 /// `buildimage build SPEC -o OUT --store STORE --json EXTRA...` with
