@@ -14,12 +14,14 @@ pub fn summary(
     built: &ImageSummary,
     written: u64,
 ) {
+    let place = if shown == Path::new("-") {
+        "standard output".to_owned()
+    } else {
+        shown.display().to_string()
+    };
     progress.println(&format!(
-        "buildimage: wrote {} ({}:{}, image ID sha256:{})",
-        shown.display(),
-        name,
-        built.tag,
-        built.config_digest
+        "buildimage: wrote {place} ({}:{}, image ID sha256:{})",
+        name, built.tag, built.config_digest
     ));
     let layers = &built.layers;
     let size: u64 = layers.iter().map(|l| l.size).sum();

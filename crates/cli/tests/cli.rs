@@ -16,3 +16,5 @@ mod faults;
 mod root;
 
 mod golden;
+
+mod layered;

@@ -298,7 +298,8 @@ fn link_contents(items: &[PathBuf], store: &StoreSource, env: &Env<'_>) -> Resul
             in_image.trim_end_matches('/').as_bytes(),
             &mut warnings,
         )
-        .map_err(|e| Error::from(e).about(Input::Contents))?;
+        .context(|| format!("Cannot link {in_image} into the customisation layer"))
+        .about(Input::Contents)?;
     }
     warn_all(env, &warnings);
     Ok(tree)
@@ -335,6 +336,13 @@ fn run_scripts(tree: &mut Tree, request: &BuildLayered, env: &Env<'_>) -> Result
             store: store_dir.is_dir().then_some(store_dir),
         };
         recordings = buildimage_sandbox::run_fake_root(&job, &env.self_exe, env.cancel)
+            .map_err(|e| match e {
+                buildimage_sandbox::Error::NoShell => Error::message(format!(
+                    "{e}: enableFakechroot runs the script with the image's own /bin/sh, \
+                     which none of `contents` provides"
+                )),
+                other => Error::from(other),
+            })
             .about(Input::FakeRootCommands)?;
         if request.enable_fakechroot {
             // As nixpkgs packs a chrooted layer: without the mount points.

@@ -98,13 +98,17 @@ pub fn run_as_root(
     };
     env.cancel.check()?;
     buildimage_sandbox::run_as_root(&request, &env.self_exe, env.cancel).map_err(|e| {
-        let input = match e {
+        match e {
             // Both are mended with the shell's key.
-            buildimage_sandbox::Error::ShellNotFound { .. }
-            | buildimage_sandbox::Error::NoShell => Input::RunAsRootShell,
-            _ => Input::RunAsRoot,
-        };
-        crate::Error::from(e).about(input)
+            buildimage_sandbox::Error::ShellNotFound { .. } => {
+                crate::Error::from(e).about(Input::RunAsRootShell)
+            }
+            buildimage_sandbox::Error::NoShell => crate::Error::message(format!(
+                "{e}; name one with runAsRootShell (a path in the image or the store)"
+            ))
+            .about(Input::RunAsRootShell),
+            _ => crate::Error::from(e).about(Input::RunAsRoot),
+        }
     })?;
     if !extra.is_empty() {
         run_extra_commands(extra, &upper, env)?;

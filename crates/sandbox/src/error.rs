@@ -98,7 +98,7 @@ pub enum Error {
         message: String,
     },
     /// The image has no `/bin/sh` and no shell was named.
-    #[error("The image has no /bin/sh to run the script with, and no other shell was named")]
+    #[error("The image has no /bin/sh to run the script with")]
     NoShell,
     /// The named shell is neither in the image nor in the store.
     #[error("The shell {shell} is neither in the image nor in the store")]
