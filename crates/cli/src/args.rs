@@ -51,14 +51,9 @@ pub struct BuildArgs {
     /// `docker-image-<name>.tar[.gz|.zst]` in the current folder.
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub out: Option<PathBuf>,
-    /// The folder that holds the Nix store to read store paths from, as `nix --store`.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub store: PathBuf,
-    /// A closure listing for the store paths: a `closureInfo` output folder (with
-    /// `registration` and `store-paths`), or a `registration` or exportReferencesGraph
-    /// file. Same as the spec key `closureInfo`, which it replaces.
-    #[arg(long, value_name = "PATH")]
-    pub closure_info: Option<PathBuf>,
+    /// Where store paths come from.
+    #[command(flatten)]
+    pub source: StoreArgs,
     /// Print the passthru information (imageName, imageTag, layer, …) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -74,15 +69,25 @@ pub struct LayeredArgs {
     /// in the current folder for build-layered, standard output for stream-layered.
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub out: Option<PathBuf>,
-    /// The folder that holds the Nix store to read store paths from, as `nix --store`.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub store: PathBuf,
-    /// A closure listing for the store paths (see `buildimage build --help`).
-    #[arg(long, value_name = "PATH")]
-    pub closure_info: Option<PathBuf>,
+    /// Where store paths come from.
+    #[command(flatten)]
+    pub source: StoreArgs,
     /// Print what was built (imageName, imageTag, layers, …) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where a build finds store paths and their references: `--store`, `--closure-info`.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// The folder that holds the Nix store to read store paths from, as `nix --store`.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub store: PathBuf,
+    /// A closure listing for the store paths: a `closureInfo` output folder (with
+    /// `registration` and `store-paths`), or a `registration` or exportReferencesGraph
+    /// file. Same as the spec key `closureInfo`, which it replaces.
+    #[arg(long, value_name = "PATH")]
+    pub closure_info: Option<PathBuf>,
 }
 
 /// Arguments of `buildimage completions`.

@@ -32,6 +32,31 @@ pub(crate) fn file_kind_name(md: &Metadata) -> &'static str {
     }
 }
 
+/// The node of a host object that is no folder: a symlink (with its target as it is), a
+/// regular file, a fifo or a device node; `None` for a socket, which is skipped with a
+/// warning (sockets cannot be stored in a layer).
+pub(crate) fn leaf_node(
+    path: &Path,
+    md: &Metadata,
+    warnings: &mut crate::tree::Warnings,
+) -> Result<Option<Node>> {
+    if md.file_type().is_symlink() {
+        let target = fs::read_link(path).map_err(|e| Error::io("read the link", path, e))?;
+        return Ok(Some(Node::Symlink {
+            target: target.into_os_string().into_vec(),
+            mode: md.mode() & 0o7777,
+        }));
+    }
+    let node = file_or_special(path, md);
+    if node.is_none() {
+        warnings.0.push(format!(
+            "skipping socket {} (sockets cannot be stored in a layer)",
+            path.display()
+        ));
+    }
+    Ok(node)
+}
+
 /// The node of a regular file, fifo or device node at `path` (whose `lstat` is `md`);
 /// `None` for a socket. Folders and symlinks are the callers' business.
 pub(crate) fn file_or_special(path: &Path, md: &Metadata) -> Option<Node> {

@@ -14,7 +14,7 @@ use buildimage_nixdb::StorePath;
 
 use crate::base::{self, BaseRequest};
 use crate::compose::OwnLayer;
-use crate::database::add_database;
+use crate::database::database_stage;
 use crate::error::{Input, Result, ResultExt};
 use crate::events::Stage;
 use crate::scripts::{self, RootScript, warn_all};
@@ -108,23 +108,15 @@ pub fn build_image(
         env,
     )?;
 
-    let mut store = request.store.open()?;
     // The database files must live until the layer is written, since entries point to them.
-    let database = if request.include_nix_db {
-        env.events.stage(Stage::Database);
-        let database = add_database(
-            &mut tree,
-            &request.copy_to_root,
-            store.as_ref(),
-            &env.tmp,
-            request.mtime,
-        )?;
-        // What was scanned and hashed for the database is not scanned again for the layer.
-        store = store.map(|s| s.with_path_infos(database.closure.iter().cloned()));
-        Some(database)
-    } else {
-        None
-    };
+    let (database, store) = database_stage(
+        request.include_nix_db,
+        &mut tree,
+        &request.copy_to_root,
+        request.store.open()?,
+        env,
+        request.mtime,
+    )?;
     env.cancel.check()?;
 
     // Scripts need real files to run in: stage the tree, run, plan again from the result.
@@ -275,7 +267,7 @@ pub(crate) fn copy_folders(
 }
 
 /// Removes a scratch folder now, telling the user when that fails.
-fn remove_scratch(scratch: Option<buildimage_layer::ScratchDir>, env: &Env<'_>) {
+pub(crate) fn remove_scratch(scratch: Option<buildimage_layer::ScratchDir>, env: &Env<'_>) {
     if let Some(scratch) = scratch
         && let Err(e) = scratch.remove()
     {

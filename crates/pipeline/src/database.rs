@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use buildimage_layer::{Dir, Node, ScratchDir, Tree};
 use buildimage_nixdb::{Closure, Store, StorePath, write_db};
 
+use crate::Env;
 use crate::error::{Error, Input, Result, ResultExt};
+use crate::events::Stage;
 use crate::store::{find_roots, store_path_items, store_paths_under};
 
 /// A database written for a layer. Its files live in a scratch folder that must outlive
@@ -16,6 +18,27 @@ pub struct Database {
     /// The closure registered in it, with NAR hashes and sizes: a later closure step need
     /// not scan or hash these paths again.
     pub closure: Closure,
+}
+
+/// The database stage of a build: with `include` (`includeNixDB`), writes the database of
+/// the closure of `items` into `tree` (see [`add_database`]) and tells `store` the hashes
+/// and sizes computed for it, so that the closure stage does not scan or hash those paths
+/// again. Returns the database, whose files must outlive the layer's writing, and the store.
+pub(crate) fn database_stage(
+    include: bool,
+    tree: &mut Tree,
+    items: &[PathBuf],
+    store: Option<Store>,
+    env: &Env<'_>,
+    registration_time: u64,
+) -> Result<(Option<Database>, Option<Store>)> {
+    if !include {
+        return Ok((None, store));
+    }
+    env.events.stage(Stage::Database);
+    let database = add_database(tree, items, store.as_ref(), &env.tmp, registration_time)?;
+    let store = store.map(|s| s.with_path_infos(database.closure.iter().cloned()));
+    Ok((Some(database), store))
 }
 
 /// Writes the database of the closure of `items` (the copied folders: store paths

@@ -15,8 +15,9 @@ use buildimage_nixdb::{Store, StorePath};
 use buildimage_sandbox::{FAKE_CHROOT_MOUNTS, FakeRoot};
 
 use crate::base::{self, BaseRequest};
+use crate::build::remove_scratch;
 use crate::compose::StoreLayer;
-use crate::database::add_database;
+use crate::database::database_stage;
 use crate::error::{Error, Input, Result, ResultExt};
 use crate::events::Stage;
 use crate::layering::{Graph, Pipeline};
@@ -154,21 +155,14 @@ pub fn build_layered(
 
     env.events.stage(Stage::Plan);
     let mut tree = link_contents(&request.contents, &request.store, env)?;
-    let mut store = request.store.open()?;
-    let database = if request.include_nix_db {
-        env.events.stage(Stage::Database);
-        let database = add_database(
-            &mut tree,
-            &request.contents,
-            store.as_ref(),
-            &env.tmp,
-            request.mtime,
-        )?;
-        store = store.map(|s| s.with_path_infos(database.closure.iter().cloned()));
-        Some(database)
-    } else {
-        None
-    };
+    let (database, store) = database_stage(
+        request.include_nix_db,
+        &mut tree,
+        &request.contents,
+        request.store.open()?,
+        env,
+        request.mtime,
+    )?;
     env.cancel.check()?;
 
     let staging = if request.extra_commands.is_empty() && request.fake_root_commands.is_empty() {
@@ -251,12 +245,8 @@ pub fn build_layered(
     };
     let summary = assemble(&image, dest, env.cancel, env.events).about(Input::Destination)?;
     drop(store_layers);
-    for scratch in [staging, database.map(|d| d.scratch)].into_iter().flatten() {
-        if let Err(e) = scratch.remove() {
-            env.events
-                .warning(None, &format!("cannot remove a temporary folder: {e}"));
-        }
-    }
+    remove_scratch(staging, env);
+    remove_scratch(database.map(|d| d.scratch), env);
     Ok(BuiltLayered {
         name,
         summary,

@@ -10,12 +10,11 @@ use buildimage_archive::Layout;
 use buildimage_cli::args::BuildArgs;
 use buildimage_cli::{request, spec};
 use buildimage_nixdb::StorePath;
-use buildimage_pipeline::{Built, Env, build_image};
+use buildimage_pipeline::{Built, build_image};
 
-use super::common::{Target, context, read_spec, refuse_json_on_stdout};
+use super::common::{Writing, context, read_spec, refuse_json_on_stdout};
 use crate::keys::InputNames;
 use crate::progress::Progress;
-use crate::report;
 use crate::signals::Signals;
 
 /// Builds the image that `args` describe.
@@ -29,28 +28,31 @@ pub fn run(args: &BuildArgs, quiet: bool, signals: &Signals, user_umask: u32) ->
         .unwrap_or_else(|| PathBuf::from(spec::default_output_name(&spec.name, spec.compressor)));
     refuse_json_on_stdout(args.json, &dest)?;
     let names = InputNames {
-        closure_info_flag: args.closure_info.is_some(),
+        closure_info_flag: args.source.closure_info.is_some(),
         destination: dest.display().to_string(),
     };
     let progress = Progress::new(quiet, &names);
     for warning in &parsed.warnings {
         progress.println(&format!("warning: {warning}"));
     }
-    let request = request::build_image(&spec, &context(&args.store, args.closure_info.as_deref()))?;
+    let request = request::build_image(&spec, &context(&args.source))?;
     // What can fail before any work fails before the output is touched.
     request.check().map_err(|e| names.error(e))?;
 
-    let mut target = Target::open(&dest, user_umask, spec.compressor, Layout::Legacy)?;
-    let env = Env::new(signals.cancel(), &progress);
-    let built = build_image(&request, &env, &mut target.archive).map_err(|e| names.error(e))?;
-    let out_path = target.out_path();
-    let shown = target.shown.clone();
-    let written = target.commit(signals)?;
-    progress.finish();
-
-    if !quiet {
-        report::summary(&progress, &shown, &built.name, &built.summary, written);
-    }
+    let writing = Writing {
+        dest: &dest,
+        user_umask,
+        compressor: spec.compressor,
+        layout: Layout::Legacy,
+        quiet,
+        signals,
+        progress: &progress,
+        names: &names,
+    };
+    let (built, out_path) = writing.run(
+        |env, dest| build_image(&request, env, dest),
+        |built: &Built| (&built.name, &built.summary),
+    )?;
     if args.json {
         print_json(&out_path, &spec, &built)?;
     }

@@ -6,9 +6,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use buildimage_archive::{Compressed, Compressor, Counting, DockerArchive, Layout, Output};
+use buildimage_archive::{
+    Compressed, Compressor, Counting, Destination, DockerArchive, ImageSummary, Layout, Output,
+};
+use buildimage_cli::args::StoreArgs;
 use buildimage_cli::request::Context as RequestContext;
+use buildimage_pipeline::Env;
 
+use crate::keys::InputNames;
+use crate::progress::Progress;
+use crate::report;
 use crate::signals::Signals;
 
 /// Reads the spec and returns its text and the folder its relative paths start from.
@@ -37,14 +44,14 @@ pub fn refuse_json_on_stdout(json: bool, dest: &Path) -> Result<()> {
 }
 
 /// What resolving a spec takes from the environment and the options.
-pub fn context(store: &Path, closure_info: Option<&Path>) -> RequestContext {
+pub fn context(source: &StoreArgs) -> RequestContext {
     RequestContext {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         now: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-        store: store.to_owned(),
-        closure_info: closure_info.map(Path::to_owned),
+        store: source.store.clone(),
+        closure_info: source.closure_info.clone(),
     }
 }
 
@@ -101,5 +108,50 @@ impl Target {
         } else {
             std::path::absolute(&self.shown).unwrap_or_else(|_| self.shown.clone())
         }
+    }
+}
+
+/// How a checked request becomes an image file: where, in which layout and compression,
+/// and what the run reports to.
+pub struct Writing<'a> {
+    /// OUT, or `-`.
+    pub dest: &'a Path,
+    /// The caller's umask, for OUT's mode.
+    pub user_umask: u32,
+    /// Whole-archive compression.
+    pub compressor: Compressor,
+    /// The docker-archive's layout.
+    pub layout: Layout,
+    /// `--quiet`: no summary.
+    pub quiet: bool,
+    /// SIGINT and SIGTERM.
+    pub signals: &'a Signals,
+    /// Progress on standard error.
+    pub progress: &'a Progress<'a>,
+    /// How inputs are named in errors.
+    pub names: &'a InputNames,
+}
+
+impl Writing<'_> {
+    /// Opens the output, runs `build` (a pipeline) into it, commits it and prints the
+    /// summary of what `summary` says was built. Returns what `build` returned and the
+    /// output's path for `--json`.
+    pub fn run<T>(
+        &self,
+        build: impl FnOnce(&Env<'_>, &mut dyn Destination) -> Result<T, buildimage_pipeline::Error>,
+        summary: impl FnOnce(&T) -> (&str, &ImageSummary),
+    ) -> Result<(T, PathBuf)> {
+        let mut target = Target::open(self.dest, self.user_umask, self.compressor, self.layout)?;
+        let env = Env::new(self.signals.cancel(), self.progress);
+        let built = build(&env, &mut target.archive).map_err(|e| self.names.error(e))?;
+        let out_path = target.out_path();
+        let shown = target.shown.clone();
+        let written = target.commit(self.signals)?;
+        self.progress.finish();
+        if !self.quiet {
+            let (name, image) = summary(&built);
+            report::summary(self.progress, &shown, name, image, written);
+        }
+        Ok((built, out_path))
     }
 }

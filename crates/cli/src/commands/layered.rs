@@ -11,12 +11,11 @@ use buildimage_cli::args::LayeredArgs;
 use buildimage_cli::request;
 use buildimage_cli::spec::layered::{self, Function, LayeredSpec};
 use buildimage_nixdb::StorePath;
-use buildimage_pipeline::{BuiltLayered, Env, build_layered};
+use buildimage_pipeline::{BuiltLayered, build_layered};
 
-use super::common::{Target, context, read_spec, refuse_json_on_stdout};
+use super::common::{Writing, context, read_spec, refuse_json_on_stdout};
 use crate::keys::InputNames;
 use crate::progress::Progress;
-use crate::report;
 use crate::signals::Signals;
 
 /// Builds the layered image that `args` describe, for `function`.
@@ -36,25 +35,27 @@ pub fn run(
     });
     refuse_json_on_stdout(args.json, &dest)?;
     let names = InputNames {
-        closure_info_flag: args.closure_info.is_some(),
+        closure_info_flag: args.source.closure_info.is_some(),
         destination: dest.display().to_string(),
     };
     let progress = Progress::new(quiet, &names);
-    let request =
-        request::build_layered(&spec, &context(&args.store, args.closure_info.as_deref()))?;
+    let request = request::build_layered(&spec, &context(&args.source))?;
     request.check().map_err(|e| names.error(e))?;
 
-    let mut target = Target::open(&dest, user_umask, spec.compressor, Layout::Layered)?;
-    let env = Env::new(signals.cancel(), &progress);
-    let built = build_layered(&request, &env, &mut target.archive).map_err(|e| names.error(e))?;
-    let out_path = target.out_path();
-    let shown = target.shown.clone();
-    let written = target.commit(signals)?;
-    progress.finish();
-
-    if !quiet {
-        report::summary(&progress, &shown, &built.name, &built.summary, written);
-    }
+    let writing = Writing {
+        dest: &dest,
+        user_umask,
+        compressor: spec.compressor,
+        layout: Layout::Layered,
+        quiet,
+        signals,
+        progress: &progress,
+        names: &names,
+    };
+    let (built, out_path) = writing.run(
+        |env, dest| build_layered(&request, env, dest),
+        |built: &BuiltLayered| (&built.name, &built.summary),
+    )?;
     if args.json {
         print_json(&out_path, &spec, &built)?;
     }

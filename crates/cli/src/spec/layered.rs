@@ -41,7 +41,7 @@ impl Function {
 }
 
 /// Every key of a `buildLayeredImage` spec, in nixpkgs' order of arguments, then the
-/// extension key `closureInfo`; `streamLayeredImage` takes all but `compressor`.
+/// extension key `closureInfo`, then `compressor`, the one key `streamLayeredImage` lacks.
 const KNOWN_KEYS: [&str; 24] = [
     "name",
     "tag",
@@ -65,58 +65,25 @@ const KNOWN_KEYS: [&str; 24] = [
     "layeringPipeline",
     "debug",
     "meta",
-    "compressor",
     "closureInfo",
-];
-
-/// Arguments of `buildImage` that the layered functions do not take.
-const BUILD_IMAGE_ARGUMENTS: [(&str, &str); 9] = [
-    ("copyToRoot", "buildImage"),
-    ("keepContentsDirlinks", "buildImage"),
-    ("runAsRoot", "buildImage"),
-    ("runAsRootShell", "buildImage"),
-    ("fromImageName", "buildImage"),
-    ("fromImageTag", "buildImage"),
-    ("diskSize", "buildImage"),
-    ("buildVMMemorySize", "buildImage"),
-    ("inheritConfig", "buildImage"),
+    "compressor",
 ];
 
 /// The hint keys of `buildLayeredImage`.
 const BUILD_KEYS: Keys = Keys {
     known: &KNOWN_KEYS,
-    foreign: &BUILD_IMAGE_ARGUMENTS,
+    foreign: BUILD_IMAGE_ARGUMENTS,
     function: "buildLayeredImage",
 };
 
-/// The keys `streamLayeredImage` takes: all but `compressor`.
-const STREAM_KNOWN_KEYS: [&str; 23] = [
-    "name",
-    "tag",
-    "fromImage",
-    "contents",
-    "config",
-    "architecture",
-    "created",
-    "mtime",
-    "uid",
-    "gid",
-    "uname",
-    "gname",
-    "maxLayers",
-    "extraCommands",
-    "fakeRootCommands",
-    "enableFakechroot",
-    "includeStorePaths",
-    "includeNixDB",
-    "passthru",
-    "layeringPipeline",
-    "debug",
-    "meta",
-    "closureInfo",
-];
+/// The keys `streamLayeredImage` takes: all but `compressor`, the last.
+const STREAM_KNOWN_KEYS: &[&str] = match KNOWN_KEYS.split_last() {
+    Some((_, rest)) => rest,
+    None => &[],
+};
 
-/// What `streamLayeredImage` does not take: `buildImage`'s arguments and `compressor`.
+/// What `streamLayeredImage` does not take: `buildImage`'s own arguments, then
+/// `compressor`.
 const STREAM_FOREIGN: [(&str, &str); 10] = [
     ("copyToRoot", "buildImage"),
     ("keepContentsDirlinks", "buildImage"),
@@ -130,9 +97,16 @@ const STREAM_FOREIGN: [(&str, &str); 10] = [
     ("compressor", "buildImage and buildLayeredImage"),
 ];
 
+/// Arguments of `buildImage` that the layered functions do not take: all of
+/// [`STREAM_FOREIGN`] but `compressor`.
+const BUILD_IMAGE_ARGUMENTS: &[(&str, &str)] = match STREAM_FOREIGN.split_last() {
+    Some((_, rest)) => rest,
+    None => &[],
+};
+
 /// The hint keys of `streamLayeredImage`.
 const STREAM_KEYS: Keys = Keys {
-    known: &STREAM_KNOWN_KEYS,
+    known: STREAM_KNOWN_KEYS,
     foreign: &STREAM_FOREIGN,
     function: "streamLayeredImage",
 };

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{Dir, Node, Tree, Warnings, sorted_children};
 use crate::error::{Error, Result};
-use crate::stat::{file_kind_name, file_or_special};
+use crate::stat::{file_kind_name, leaf_node};
 
 /// How many symlinks a path may pass through before it counts as a loop (Linux's limit).
 const MAX_HOPS: usize = 40;
@@ -101,32 +101,21 @@ impl Copier<'_> {
         for (name, path) in sorted_children(source)? {
             let md = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &path, e))?;
             let ft = md.file_type();
-            let mode = md.mode() & 0o7777;
-            let node = if ft.is_dir() {
+            if ft.is_dir() {
                 self.merge_dir(root, at, name, &path, &path, &md)?;
                 continue;
-            } else if ft.is_symlink() {
-                let target =
-                    fs::read_link(&path).map_err(|e| Error::io("read the link", &path, e))?;
-                if !self.options.keep_dirlinks
-                    && let Some(real) = resolve_host(&path, &self.options.store_root)
-                    && let Ok(tmd) = fs::metadata(&real)
-                    && tmd.is_dir()
-                {
-                    self.merge_dir(root, at, name, &path, &real, &tmd)?;
-                    continue;
-                }
-                Node::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                    mode,
-                }
-            } else if let Some(node) = file_or_special(&path, &md) {
-                node
-            } else {
-                self.warnings.0.push(format!(
-                    "skipping socket {} (sockets cannot be stored in a layer)",
-                    path.display()
-                ));
+            }
+            // rsync -k: a symlink to a folder is copied as the folder.
+            if ft.is_symlink()
+                && !self.options.keep_dirlinks
+                && let Some(real) = resolve_host(&path, &self.options.store_root)
+                && let Ok(tmd) = fs::metadata(&real)
+                && tmd.is_dir()
+            {
+                self.merge_dir(root, at, name, &path, &real, &tmd)?;
+                continue;
+            }
+            let Some(node) = leaf_node(&path, &md, self.warnings)? else {
                 continue;
             };
             dir_at(root, at).children.insert(name, node);

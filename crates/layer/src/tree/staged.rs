@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::{Dir, Node, Tree, Warnings, sorted_children};
 use crate::entry::EntryKind;
 use crate::error::{Error, Result};
-use crate::stat::{file_kind_name, file_or_special};
+use crate::stat::{file_kind_name, leaf_node};
 
 /// What a fake root's calls made of one object (by device and inode).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,20 +111,9 @@ impl StagedReader<'_> {
                 };
                 self.read(&path, &mut child, prefix, skip)?;
                 Node::Dir(child)
-            } else if ft.is_symlink() {
-                let target =
-                    fs::read_link(&path).map_err(|e| Error::io("read the link", &path, e))?;
-                Node::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                    mode,
-                }
-            } else if let Some(node) = file_or_special(&path, &md) {
+            } else if let Some(node) = leaf_node(&path, &md, self.warnings)? {
                 node
             } else {
-                self.warnings.0.push(format!(
-                    "skipping socket {} (sockets cannot be stored in a layer)",
-                    path.display()
-                ));
                 prefix.truncate(len);
                 continue;
             };

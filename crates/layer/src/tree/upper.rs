@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, Metadata};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -13,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::overlay::{
     OPAQUE_MARKER, OPAQUE_XATTR_TRUSTED, OPAQUE_XATTR_USER, WHITEOUT_MODE, WHITEOUT_PREFIX,
 };
-use crate::stat::{file_kind_name, file_or_special};
+use crate::stat::{file_kind_name, leaf_node};
 
 /// How [`Tree::from_upper`] reads owners from disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,20 +107,9 @@ impl UpperReader<'_> {
                     child.children.insert(OPAQUE_MARKER.to_vec(), empty_file());
                 }
                 Node::Dir(child)
-            } else if ft.is_symlink() {
-                let target =
-                    fs::read_link(&path).map_err(|e| Error::io("read the link", &path, e))?;
-                Node::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                    mode,
-                }
-            } else if let Some(node) = file_or_special(&path, &md) {
+            } else if let Some(node) = leaf_node(&path, &md, self.warnings)? {
                 node
             } else {
-                self.warnings.0.push(format!(
-                    "skipping socket {} (sockets cannot be stored in a layer)",
-                    path.display()
-                ));
                 prefix.truncate(len);
                 continue;
             };
