@@ -1,6 +1,8 @@
-//! `cargo xtask bench [small|large]`: buildimage against the reference pipeline of nixpkgs
-//! (`shared/bench/nixpkgs-buildimage.sh`) on the benchmark corpus
-//! (`shared/bench/make-corpus.py`), alternating runs, for each compressor.
+//! `cargo xtask bench [small|large|many]`: buildimage against the reference pipelines of
+//! nixpkgs on a benchmark corpus (`shared/bench/make-corpus.py`), alternating runs:
+//! `build` against `shared/bench/nixpkgs-buildimage.sh` for each compressor, and
+//! `stream-layered`/`build-layered` against `shared/bench/stream-layered-reference.py`
+//! (nixpkgs' stream method) alone and piped through pigz and zstd.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,8 @@ use crate::{apt, header};
 /// What the reference pipeline and the peak-memory measurement need.
 const PACKAGES: &[&str] = &["rsync", "pigz", "jq", "zstd", "tar", "time", "python3"];
 
-/// One row of the table: a compressor, and how buildimage finds the closure.
+/// One row of the table: one way of building the image with buildimage, against the
+/// reference that does the same job.
 struct Row {
     label: String,
     ours: Vec<f64>,
@@ -40,10 +43,31 @@ impl Row {
     }
 }
 
-/// Runs the benchmark for `size` (`small` or `large`) and prints a Markdown table.
+/// A command line to time, made afresh for every run.
+type MakeCommand<'a> = Box<dyn Fn() -> Command + 'a>;
+
+/// One comparison: a reference command and the buildimage variants timed against it
+/// (each a row), with the files they write.
+struct Case<'a> {
+    title: String,
+    ours: Vec<(String, MakeCommand<'a>)>,
+    ours_out: PathBuf,
+    reference: MakeCommand<'a>,
+    ref_out: PathBuf,
+}
+
+/// The corpora `cargo xtask bench` knows, and the rows each gets.
+const SIZES: [&str; 3] = ["small", "large", "many"];
+
+/// Runs the benchmark for `size` (see [`SIZES`]) and prints a Markdown table.
+///
+/// `small` and `large` get the `build` rows (buildImage against nixpkgs' pipeline, every
+/// compressor) and the layered rows; `many`, the closure-shaped corpus of about 740 store
+/// paths, only the layered rows (`stream-layered` against nixpkgs' stream method, and
+/// `build-layered` against that method piped through pigz and zstd).
 pub fn bench(root: &Path, size: &str) -> Result<()> {
-    if size != "small" && size != "large" {
-        bail!("unknown corpus size {size:?}: use small or large");
+    if !SIZES.contains(&size) {
+        bail!("unknown corpus size {size:?}: use small, large or many");
     }
     let shared = shared_dir(root)?;
     header("install what the reference pipeline needs (apt-get)");
@@ -62,13 +86,77 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
     register(&corpus, &top_name)?;
     let without_db = view_without_db(&work, size, &corpus)?;
     let runs = if size == "small" { 5 } else { 3 };
+    let time_file = work.join("time.txt");
+    let env = Bench {
+        binary: &binary,
+        work: &work,
+        shared: &shared,
+        corpus: &corpus,
+        time_file: &time_file,
+    };
+    let mut cases = Vec::new();
+    if size != "many" {
+        for compressor in ["none", "gz", "zstd"] {
+            cases.push(env.build_case(compressor, &top, &top_name, &without_db)?);
+        }
+    }
+    cases.push(env.stream_layered_case(&top_name)?);
+    for compressor in ["gz", "zstd"] {
+        cases.push(env.build_layered_case(compressor, &top_name)?);
+    }
     let mut rows = Vec::new();
-    for compressor in ["none", "gz", "zstd"] {
-        header(&format!("{compressor}: {runs} runs each, alternating"));
-        let spec = work.join(format!("spec-{compressor}.json"));
-        std::fs::write(
-            &spec,
-            format!(
+    for case in &cases {
+        header(&format!("{}: {runs} runs each, alternating", case.title));
+        rows.extend(measure(case, runs, &time_file)?);
+    }
+    print!("{}", table(size, runs, &rows));
+    Ok(())
+}
+
+/// What every case needs.
+struct Bench<'a> {
+    binary: &'a Path,
+    work: &'a Path,
+    shared: &'a Path,
+    corpus: &'a Path,
+    time_file: &'a Path,
+}
+
+impl<'a> Bench<'a> {
+    /// `buildimage ARGS` under GNU time, which writes the peak RSS to the time file.
+    fn ours(&self, args: Vec<std::ffi::OsString>) -> MakeCommand<'a> {
+        let (binary, time_file) = (self.binary, self.time_file);
+        Box::new(move || {
+            let mut cmd = Command::new("/usr/bin/time");
+            cmd.arg("-f")
+                .arg("%M")
+                .arg("-o")
+                .arg(time_file)
+                .arg(binary)
+                .args(&args);
+            cmd
+        })
+    }
+
+    /// A spec file in the work folder.
+    fn spec(&self, name: &str, json: &str) -> Result<PathBuf> {
+        let spec = self.work.join(name);
+        std::fs::write(&spec, json)?;
+        Ok(spec)
+    }
+
+    /// `build` with `compressor` (and, for `none`, also on the store without its
+    /// database) against `nixpkgs-buildimage.sh`.
+    fn build_case(
+        &self,
+        compressor: &str,
+        top: &Path,
+        top_name: &str,
+        without_db: &Path,
+    ) -> Result<Case<'a>> {
+        let spec = self.spec(
+            &format!("spec-{compressor}.json"),
+            &format!(
                 r#"{{"name":"bench","tag":"latest","copyToRoot":"/nix/store/{top_name}","compressor":"{compressor}"}}"#
             ),
         )?;
@@ -77,75 +165,178 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
             "zstd" => ".zst",
             _ => "",
         };
+        let ours_out = self.work.join(format!("buildimage.tar{ext}"));
+        let ref_out = self.work.join(format!("reference.tar{ext}"));
         // Every compressor with the database; `none` also without, where the closure is
         // found by reading every file once more (the reference is told the closure).
-        let mut stores = vec![(compressor.to_owned(), corpus.clone())];
+        let mut stores = vec![(compressor.to_owned(), self.corpus.to_owned())];
         if compressor == "none" {
-            stores.push((format!("{compressor}, no database"), without_db.clone()));
+            stores.push((format!("{compressor}, no database"), without_db.to_owned()));
         }
-        let ours_out = work.join(format!("buildimage.tar{ext}"));
-        let ref_out = work.join(format!("reference.tar{ext}"));
-        let time_file = work.join("time.txt");
-        let mut these: Vec<Row> = stores.iter().map(|(l, _)| Row::new(l.clone())).collect();
-        // One warm-up of each (page cache, first-run effects), then counted rounds.
-        for run in 0..=runs {
-            let mut ours_secs = Vec::new();
-            for (_, store) in &stores {
-                let _ = std::fs::remove_file(&ours_out);
-                let mut ours = Command::new("/usr/bin/time");
-                ours.arg("-f")
-                    .arg("%M")
-                    .arg("-o")
-                    .arg(&time_file)
-                    .arg(&binary)
-                    .arg("build")
-                    .arg(&spec)
-                    .arg("--store")
-                    .arg(store)
-                    .arg("-o")
-                    .arg(&ours_out);
-                let secs = timed(&mut ours)?;
-                let rss: u64 = std::fs::read_to_string(&time_file)?
-                    .lines()
-                    .last()
-                    .unwrap_or("0")
-                    .trim()
-                    .parse()
-                    .unwrap_or(0);
-                ours_secs.push((secs, rss, std::fs::metadata(&ours_out)?.len()));
-            }
-            let _ = std::fs::remove_file(&ref_out);
-            let mut reference = Command::new("bash");
-            reference
-                .arg(shared.join("bench/nixpkgs-buildimage.sh"))
-                .arg(&corpus)
-                .arg(&ref_out)
-                .arg(compressor)
-                .arg(&top);
-            let ref_secs = timed(&mut reference)?;
-            if run == 0 {
-                continue;
-            }
-            for (row, (secs, rss, out_size)) in these.iter_mut().zip(ours_secs) {
-                eprintln!(
-                    "  run {run}: buildimage ({}) {secs:.3} s ({rss} KiB), reference {ref_secs:.3} s",
-                    row.label
-                );
-                row.ours.push(secs);
-                row.reference.push(ref_secs);
-                row.ratios.push(secs / ref_secs);
-                row.rss_kib.push(rss);
-                row.our_size = out_size;
-            }
-        }
-        let ref_size = std::fs::metadata(&ref_out)?.len();
-        for row in &mut these {
-            row.ref_size = ref_size;
-        }
-        rows.extend(these);
+        let ours = stores
+            .into_iter()
+            .map(|(label, store)| {
+                let args = vec![
+                    "build".into(),
+                    spec.clone().into(),
+                    "--store".into(),
+                    store.into(),
+                    "-o".into(),
+                    ours_out.clone().into(),
+                ];
+                (format!("build, {label}"), self.ours(args))
+            })
+            .collect();
+        let (script, corpus, out) = (
+            self.shared.join("bench/nixpkgs-buildimage.sh"),
+            self.corpus.to_owned(),
+            ref_out.clone(),
+        );
+        let (compressor, top) = (compressor.to_owned(), top.to_owned());
+        Ok(Case {
+            title: format!("build, {compressor}"),
+            ours,
+            ours_out,
+            reference: Box::new(move || {
+                let mut cmd = Command::new("bash");
+                cmd.arg(&script)
+                    .arg(&corpus)
+                    .arg(&out)
+                    .arg(&compressor)
+                    .arg(&top);
+                cmd
+            }),
+            ref_out,
+        })
     }
-    print!("{}", table(size, runs, &rows));
-    Ok(())
+
+    /// The layered spec: the corpus's top path as `contents`, 100 layers.
+    fn layered_spec(&self, top_name: &str, compressor: Option<&str>) -> Result<PathBuf> {
+        let name = format!("spec-layered-{}.json", compressor.unwrap_or("stream"));
+        let compressor = compressor.map_or(String::new(), |c| format!(r#","compressor":"{c}""#));
+        self.spec(
+            &name,
+            &format!(
+                r#"{{"name":"bench","tag":"layered","contents":["/nix/store/{top_name}"],"maxLayers":{MAX_LAYERS}{compressor}}}"#
+            ),
+        )
+    }
+
+    /// `stream-layered` against `stream-layered-reference.py`, both into a file.
+    fn stream_layered_case(&self, top_name: &str) -> Result<Case<'a>> {
+        let spec = self.layered_spec(top_name, None)?;
+        let ours_out = self.work.join("buildimage-layered.tar");
+        let args = vec![
+            "stream-layered".into(),
+            spec.into(),
+            "--store".into(),
+            self.corpus.into(),
+            "-o".into(),
+            ours_out.clone().into(),
+        ];
+        let ref_out = self.work.join("reference-layered.tar");
+        Ok(Case {
+            title: "stream-layered".to_owned(),
+            ours: vec![("stream-layered, none".to_owned(), self.ours(args))],
+            ours_out,
+            reference: self.reference_stream(None, &ref_out),
+            ref_out,
+        })
+    }
+
+    /// `build-layered` with `compressor` against the stream method piped through the
+    /// standalone compressor (`pigz`, `zstd -T0`, their default levels).
+    fn build_layered_case(&self, compressor: &str, top_name: &str) -> Result<Case<'a>> {
+        let spec = self.layered_spec(top_name, Some(compressor))?;
+        let (ext, filter) = match compressor {
+            "gz" => (".gz", "pigz"),
+            _ => (".zst", "zstd -q -T0"),
+        };
+        let ours_out = self.work.join(format!("buildimage-layered.tar{ext}"));
+        let args = vec![
+            "build-layered".into(),
+            spec.into(),
+            "--store".into(),
+            self.corpus.into(),
+            "-o".into(),
+            ours_out.clone().into(),
+        ];
+        let ref_out = self.work.join(format!("reference-layered.tar{ext}"));
+        Ok(Case {
+            title: format!("build-layered, {compressor}"),
+            ours: vec![(format!("build-layered, {compressor}"), self.ours(args))],
+            ours_out,
+            reference: self.reference_stream(Some(filter), &ref_out),
+            ref_out,
+        })
+    }
+
+    /// `stream-layered-reference.py CORPUS 100 [| FILTER] > OUT`.
+    fn reference_stream(&self, filter: Option<&str>, out: &Path) -> MakeCommand<'a> {
+        let script = self.shared.join("bench/stream-layered-reference.py");
+        let line = format!(
+            "python3 {} {} {MAX_LAYERS}{} > {}",
+            shell_quote(&script),
+            shell_quote(self.corpus),
+            filter.map_or(String::new(), |f| format!(" | {f}")),
+            shell_quote(out)
+        );
+        Box::new(move || {
+            let mut cmd = Command::new("bash");
+            cmd.args(["-o", "pipefail", "-c", &line]);
+            cmd
+        })
+    }
+}
+
+/// The layer budget of the layered rows, nixpkgs' default.
+const MAX_LAYERS: u32 = 100;
+
+/// A path for `bash -c`.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Runs one warm-up round (page cache, first-run effects), then `runs` counted rounds,
+/// each running every variant of ours and then the reference; returns one row per variant.
+fn measure(case: &Case<'_>, runs: usize, time_file: &Path) -> Result<Vec<Row>> {
+    let mut rows: Vec<Row> = case.ours.iter().map(|(l, _)| Row::new(l.clone())).collect();
+    for run in 0..=runs {
+        let mut ours = Vec::new();
+        for (_, make) in &case.ours {
+            let _ = std::fs::remove_file(&case.ours_out);
+            let secs = timed(&mut make())?;
+            let rss: u64 = std::fs::read_to_string(time_file)?
+                .lines()
+                .last()
+                .unwrap_or("0")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            ours.push((secs, rss, std::fs::metadata(&case.ours_out)?.len()));
+        }
+        let _ = std::fs::remove_file(&case.ref_out);
+        let ref_secs = timed(&mut (case.reference)())?;
+        if run == 0 {
+            continue;
+        }
+        for (row, (secs, rss, out_size)) in rows.iter_mut().zip(ours) {
+            eprintln!(
+                "  run {run}: buildimage ({}) {secs:.3} s ({rss} KiB), reference {ref_secs:.3} s",
+                row.label
+            );
+            row.ours.push(secs);
+            row.reference.push(ref_secs);
+            row.ratios.push(secs / ref_secs);
+            row.rss_kib.push(rss);
+            row.our_size = out_size;
+        }
+    }
+    let ref_size = std::fs::metadata(&case.ref_out)?.len();
+    for row in &mut rows {
+        row.ref_size = ref_size;
+    }
+    Ok(rows)
 }
 
 /// Registers the corpus's store paths in a Nix database at `nix/var/nix/db`, as Nix does
@@ -258,7 +449,7 @@ fn table(size: &str, runs: usize, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "| compressor | buildimage median s | reference median s | ratio (median of pairs) | buildimage size | reference size | size ratio | buildimage peak RSS |"
+        "| row | buildimage median s | reference median s | ratio (median of pairs) | buildimage size | reference size | size ratio | buildimage peak RSS |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in rows {

@@ -8,8 +8,10 @@
 //!   can run single end-to-end tests:
 //!   `cargo xtask dockerd -- cargo test -p buildimage-cli docker`.
 //!
-//! - `cargo xtask example` builds the example image `examples/busybox` with the release
-//!   binary, then loads it into a private `dockerd` and runs it: the main job, end to end.
+//! - `cargo xtask example [busybox|layered]` builds an example image (`examples/busybox`
+//!   with `build`, or `examples/layered` with Nix and `build-layered`) with the release
+//!   binary, then loads it into a private `dockerd` and runs it: the main job, end to end
+//!   (see [`example`]).
 //!
 //! - `cargo xtask golden` rewrites the golden artefacts of `crates/cli/tests/golden/` by
 //!   running the golden tests with `BUILDIMAGE_UPDATE_GOLDEN=1` (see [`golden`]).
@@ -26,6 +28,7 @@
 mod apt;
 mod bench;
 mod dockerd;
+mod example;
 mod fuzz;
 mod golden;
 mod man;
@@ -54,10 +57,14 @@ commands:
   dockerd [--] CMD [ARGS...]  start a private dockerd, run CMD with
                               BUILDIMAGE_TEST_DOCKER_HOST set to its socket, then stop it;
                               e.g. cargo xtask dockerd -- cargo test -p buildimage-cli docker
-  example                     build examples/busybox/spec.json with the release binary
-                              into target/example/, load it into a private dockerd, run it
-  bench [small|large]         time buildimage against the nixpkgs reference pipeline on the
-                              benchmark corpus (../shared/bench), for none, gz and zstd
+  example [busybox|layered]   busybox (default): build examples/busybox/spec.json with the
+                              release binary into target/example/, load it into a private
+                              dockerd, run it; layered: nix-build examples/layered into a
+                              chroot store, build-layered its spec, load, show
+                              docker history, run it
+  bench [small|large|many]    time buildimage against nixpkgs' reference pipelines on a
+                              benchmark corpus (../shared/bench): build for none, gz and
+                              zstd (small, large), stream-layered and build-layered (all)
   fuzz [SECONDS]              run each cargo-fuzz target in fuzz/ for SECONDS (default 60),
                               installing cargo-fuzz if missing; new corpus entries are kept
                               in fuzz/corpus/, crashes go to fuzz/artifacts/
@@ -79,7 +86,14 @@ fn main() -> ExitCode {
     let result = match command {
         Some("ci") if rest.is_empty() => ci(),
         Some("dockerd") => with_dockerd(rest),
-        Some("example") if rest.is_empty() => example(),
+        Some("example") if rest.len() <= 1 => match rest.first().and_then(|a| a.to_str()) {
+            None | Some("busybox") => example::busybox(workspace_root()),
+            Some("layered") => example::layered(workspace_root()),
+            Some(other) => {
+                eprintln!("error: unknown example {other:?}: busybox or layered\n\n{USAGE}");
+                Ok(ExitCode::from(2))
+            }
+        },
         Some("bench") if rest.len() <= 1 => {
             let size = rest.first().and_then(|a| a.to_str()).unwrap_or("small");
             bench::bench(workspace_root(), size).map(|()| ExitCode::SUCCESS)
@@ -213,67 +227,6 @@ fn with_dockerd(args: &[OsString]) -> Result<ExitCode> {
     let status = status?;
     stopped?;
     Ok(process::exit_code(status))
-}
-
-/// `cargo xtask example`: build the example image and show that Docker runs it.
-fn example() -> Result<ExitCode> {
-    let root = workspace_root();
-    header("install what the example needs (apt-get)");
-    apt::ensure_installed(&["busybox-static", "docker.io", "ca-certificates"])?;
-
-    let binary = build_release(root)?;
-
-    let out_dir = root.join("target/example");
-    std::fs::create_dir_all(&out_dir)?;
-    let image = out_dir.join("docker-image-busybox.tar.gz");
-    header("buildimage build examples/busybox/spec.json");
-    let mut build = Command::new(binary);
-    build
-        .arg("build")
-        .arg(root.join("examples/busybox/spec.json"))
-        .arg("-o")
-        .arg(&image)
-        .arg("--json");
-    let output = process::output_with_timeout(&mut build, std::time::Duration::from_mins(5))?;
-    eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    if !output.status.success() {
-        bail!(
-            "buildimage build failed ({})",
-            process::describe(output.status)
-        );
-    }
-    let info: String = String::from_utf8_lossy(&output.stdout).into_owned();
-    print!("{info}");
-
-    header("start private dockerd");
-    let mut daemon = PrivateDockerd::start()?;
-    let host = daemon.host();
-    let docker = |args: &[&str]| -> Result<()> {
-        let mut cmd = dockerd::docker(&host);
-        cmd.args(args);
-        eprintln!("==> docker {}", args.join(" "));
-        process::run_checked(&mut cmd, Group::Own)
-    };
-    let image_arg = image.to_string_lossy().into_owned();
-    let name = "buildimage-example/busybox:latest";
-    let shown = docker(&["load", "-i", &image_arg])
-        .and_then(|()| docker(&["run", "--rm", "--pull", "never", "--network", "none", name]))
-        .and_then(|()| {
-            docker(&[
-                "image",
-                "inspect",
-                "--format",
-                "{{json .Config.Cmd}} {{.Created}} {{.Architecture}}",
-                name,
-            ])
-        })
-        .and_then(|()| docker(&["rmi", name]));
-    header("stop private dockerd");
-    let stopped = daemon.stop();
-    shown?;
-    stopped?;
-    eprintln!("==> the image is at {}", image.display());
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `cargo ARGS` in the workspace root, with the private daemon's socket if given.

@@ -161,8 +161,8 @@ fn max_layers_merges_the_least_popular_paths_into_the_last_store_layer() {
     let three = layers(&build_layered(dir.path(), "three", &spec, fx.store()));
     let kinds: Vec<&str> = three.iter().map(|l| l.kind.as_str()).collect();
     assert_eq!(kinds, ["store", "store", "customisation"]);
-    // busybox is referenced by both other paths and by the customisation layer: the most
-    // popular path keeps a layer of its own; the rest share one.
+    // busybox is referenced by app-a and by the customisation layer: the most popular
+    // path keeps a layer of its own; the rest share one.
     assert_eq!(three[0].store_paths, [fx.path(BUSYBOX)]);
     let rest: BTreeSet<String> = three[1].store_paths.iter().cloned().collect();
     assert_eq!(
