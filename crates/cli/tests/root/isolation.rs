@@ -241,8 +241,8 @@ fn a_base_without_bin_sh_needs_run_as_root_shell_and_an_existing_one() {
     let stderr = case.build_fails("no-shell", &spec(None), Some(&store));
     assert!(
         stderr.contains(
-            "Key `runAsRootShell`: The image has no /bin/sh to run the script with, and no \
-             other shell was named"
+            "Key `runAsRootShell`: The image has no /bin/sh to run the script with; name one \
+             with runAsRootShell"
         ),
         "{stderr}"
     );
