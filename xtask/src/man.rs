@@ -44,6 +44,8 @@ mod tests {
             names,
             [
                 "buildimage-build.1",
+                "buildimage-build-layered.1",
+                "buildimage-stream-layered.1",
                 "buildimage-completions.1",
                 "buildimage.1"
             ]
