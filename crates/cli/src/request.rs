@@ -55,6 +55,29 @@ pub enum RequestError {
     },
 }
 
+impl Context {
+    /// Where store paths come from: `--store`, and `--closure-info` or else the spec's
+    /// `closureInfo`.
+    fn store_source(&self, spec_closure_info: Option<&PathBuf>) -> StoreSource {
+        StoreSource {
+            root: self.store.clone(),
+            closure_info: self
+                .closure_info
+                .clone()
+                .or_else(|| spec_closure_info.cloned()),
+        }
+    }
+
+    /// The `created` of the config and history: the spec's, or the build time for
+    /// `"now"`.
+    fn created(&self, created: &Created) -> String {
+        match created {
+            Created::Fixed(text) => text.clone(),
+            Created::Now => now_rfc3339(self.now),
+        }
+    }
+}
+
 /// The request that `buildimage build` runs for `spec`.
 pub fn build_image(spec: &Spec, context: &Context) -> Result<BuildImage, RequestError> {
     if spec.run_as_root_shell.is_some() && spec.run_as_root.is_none() {
@@ -84,10 +107,7 @@ pub fn build_image(spec: &Spec, context: &Context) -> Result<BuildImage, Request
         config: spec.config.clone(),
         inherit_config: spec.inherit_config,
         architecture: spec.architecture.clone().unwrap_or_else(host_architecture),
-        created: match &spec.created {
-            Created::Fixed(text) => text.clone(),
-            Created::Now => now_rfc3339(context.now),
-        },
+        created: context.created(&spec.created),
         extra_commands: spec.extra_commands.clone(),
         uid: spec.uid,
         gid: spec.gid,
@@ -96,13 +116,7 @@ pub fn build_image(spec: &Spec, context: &Context) -> Result<BuildImage, Request
             shell: spec.run_as_root_shell.clone(),
         }),
         include_nix_db: spec.include_nix_db,
-        store: StoreSource {
-            root: context.store.clone(),
-            closure_info: context
-                .closure_info
-                .clone()
-                .or_else(|| spec.closure_info.clone()),
-        },
+        store: context.store_source(spec.closure_info.as_ref()),
         mtime: source_date_epoch(context.source_date_epoch.as_deref())?,
     })
 }
@@ -131,10 +145,7 @@ pub fn build_layered(spec: &LayeredSpec, context: &Context) -> Result<BuildLayer
         contents: spec.contents.clone(),
         config: spec.config.clone(),
         architecture: spec.architecture.clone().unwrap_or_else(host_architecture),
-        created: match &spec.created {
-            Created::Fixed(text) => text.clone(),
-            Created::Now => now_rfc3339(context.now),
-        },
+        created: context.created(&spec.created),
         store_owner: StoreOwner {
             uid: spec.uid,
             gid: spec.gid,
@@ -149,13 +160,7 @@ pub fn build_layered(spec: &LayeredSpec, context: &Context) -> Result<BuildLayer
         enable_fakechroot: spec.enable_fakechroot,
         include_store_paths: spec.include_store_paths,
         include_nix_db: spec.include_nix_db,
-        store: StoreSource {
-            root: context.store.clone(),
-            closure_info: context
-                .closure_info
-                .clone()
-                .or_else(|| spec.closure_info.clone()),
-        },
+        store: context.store_source(spec.closure_info.as_ref()),
         mtime: source_date_epoch(context.source_date_epoch.as_deref())?,
     })
 }

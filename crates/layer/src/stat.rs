@@ -32,6 +32,28 @@ pub(crate) fn file_kind_name(md: &Metadata) -> &'static str {
     }
 }
 
+/// The metadata of the folder at `path`, the path followed if it is a symlink and
+/// `follow`; an error that names `shown` and what is there instead when it is no folder.
+pub(crate) fn folder_metadata(path: &Path, shown: &Path, follow: bool) -> Result<Metadata> {
+    let read = |path: &Path| {
+        if follow {
+            fs::metadata(path)
+        } else {
+            fs::symlink_metadata(path)
+        }
+        .map_err(|e| Error::io("read", shown, e))
+    };
+    let md = read(path)?;
+    if md.is_dir() {
+        return Ok(md);
+    }
+    let found = fs::symlink_metadata(path).map_or("missing", |lmd| file_kind_name(&lmd));
+    Err(Error::NotADirectory {
+        path: shown.to_owned(),
+        found,
+    })
+}
+
 /// The node of a host object that is no folder: a symlink (with its target as it is), a
 /// regular file, a fifo or a device node; `None` for a socket, which is skipped with a
 /// warning (sockets cannot be stored in a layer).

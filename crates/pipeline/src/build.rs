@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use buildimage_archive::{
-    BaseFs, Destination, Image, ImageLayer, ImageMeta, ImageSummary, LayerData, LayerKind, Tag,
-    assemble, merge_base_config, reference,
+    BaseFs, Destination, ImageLayer, ImageSummary, LayerData, LayerKind, merge_base_config,
+    reference,
 };
 use buildimage_layer::{CopyOptions, Owner, Tree, Warnings};
 use buildimage_nixdb::StorePath;
 
+use crate::Env;
 use crate::base::{self, BaseRequest};
 use crate::compose::OwnLayer;
 use crate::database::database_stage;
@@ -19,7 +20,7 @@ use crate::error::{Input, Result, ResultExt};
 use crate::events::Stage;
 use crate::scripts::{self, RootScript, warn_all};
 use crate::store::{StoreSource, find_roots};
-use crate::{Env, auto_tag};
+use crate::write::{ImageHead, write_image};
 
 /// What `buildImage` is asked to build, its arguments resolved (paths absolute, defaults
 /// filled in, `created` a date).
@@ -187,40 +188,21 @@ pub fn build_image(
     env.cancel.check()?;
 
     env.events.stage(Stage::Write);
-    let auto = |config_digest: &str| auto_tag(&name, config_digest);
-    let mut layers: Vec<ImageLayer<'_>> = base_image
-        .map(|b| {
-            b.layers
-                .iter()
-                .map(|l| ImageLayer {
-                    kind: LayerKind::Base,
-                    data: LayerData::Tar(l),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    layers.push(ImageLayer {
+    let head = ImageHead {
+        name: &name,
+        tag: request.tag.as_ref(),
+        architecture: &request.architecture,
+        config,
+        created: &request.created,
+        mtime: request.mtime,
+        base: base_image,
+    };
+    let own = ImageLayer {
         kind: LayerKind::Own,
         data: LayerData::Planned(&layer),
-    });
-    let mut history = base_image
-        .map(|b| b.history(&request.created))
-        .unwrap_or_default();
-    history.push(json!({ "created": request.created }));
-    let image = Image {
-        name: name.clone(),
-        tag: request.tag.clone().map_or(Tag::Auto(&auto), Tag::Fixed),
-        meta: ImageMeta {
-            architecture: request.architecture.clone(),
-            config,
-            created: request.created.clone(),
-            parent: base_image.map(|b| b.config_digest.clone()),
-            mtime: request.mtime,
-        },
-        layers,
-        history,
     };
-    let summary = assemble(&image, dest, env.cancel, env.events).about(Input::Destination)?;
+    let history = vec![json!({ "created": request.created })];
+    let summary = write_image(head, vec![own], history, dest, env)?;
     drop(layer);
     remove_scratch(staging, env);
     remove_scratch(database.map(|d| d.scratch), env);

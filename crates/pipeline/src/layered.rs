@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use buildimage_archive::{
-    Destination, Image, ImageLayer, ImageMeta, ImageSummary, LayerData, LayerKind, Tag, assemble,
-    merge_layered_config, reference,
+    Destination, ImageLayer, ImageSummary, LayerData, LayerKind, merge_layered_config, reference,
 };
 use buildimage_layer::{Owner, ScratchDir, Tree, Warnings, stage};
 use buildimage_nixdb::{Store, StorePath};
 use buildimage_sandbox::{FAKE_CHROOT_MOUNTS, FakeRoot};
 
+use crate::Env;
 use crate::base::{self, BaseRequest};
 use crate::build::remove_scratch;
 use crate::compose::StoreLayer;
@@ -23,7 +23,7 @@ use crate::events::Stage;
 use crate::layering::{Graph, Pipeline};
 use crate::scripts::warn_all;
 use crate::store::{StoreSource, find_roots};
-use crate::{Env, auto_tag};
+use crate::write::{ImageHead, write_image};
 
 /// Owner and names of every entry of the store layers (`uid`, `gid`, `uname`, `gname`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,21 +190,15 @@ pub fn build_layered(
     env.cancel.check()?;
 
     env.events.stage(Stage::Write);
-    let mut layers: Vec<ImageLayer<'_>> = Vec::new();
-    let mut reports = Vec::new();
-    let mut history = base_image
-        .map(|b| b.history(&request.created))
-        .unwrap_or_default();
-    for layer in base_image.map_or(&[][..], |b| &b.layers) {
-        layers.push(ImageLayer {
-            kind: LayerKind::Base,
-            data: LayerData::Tar(layer),
-        });
-        reports.push(LayerReport {
+    let base_layers = base_image.map_or(0, |b| b.layers.len());
+    let mut reports: Vec<LayerReport> = (0..base_layers)
+        .map(|_| LayerReport {
             kind: LayerKind::Base,
             store_paths: Vec::new(),
-        });
-    }
+        })
+        .collect();
+    let mut layers: Vec<ImageLayer<'_>> = Vec::new();
+    let mut history = Vec::new();
     for layer in &store_layers {
         layers.push(ImageLayer {
             kind: LayerKind::Store,
@@ -229,21 +223,16 @@ pub fn build_layered(
         kind: LayerKind::Own,
         store_paths: Vec::new(),
     });
-    let auto = |config_digest: &str| auto_tag(&name, config_digest);
-    let image = Image {
-        name: name.clone(),
-        tag: request.tag.clone().map_or(Tag::Auto(&auto), Tag::Fixed),
-        meta: ImageMeta {
-            architecture: request.architecture.clone(),
-            config,
-            created: request.created.clone(),
-            parent: base_image.map(|b| b.config_digest.clone()),
-            mtime: request.mtime,
-        },
-        layers,
-        history,
+    let head = ImageHead {
+        name: &name,
+        tag: request.tag.as_ref(),
+        architecture: &request.architecture,
+        config,
+        created: &request.created,
+        mtime: request.mtime,
+        base: base_image,
     };
-    let summary = assemble(&image, dest, env.cancel, env.events).about(Input::Destination)?;
+    let summary = write_image(head, layers, history, dest, env)?;
     drop(store_layers);
     remove_scratch(staging, env);
     remove_scratch(database.map(|d| d.scratch), env);

@@ -75,6 +75,7 @@ mod layered;
 pub mod layering;
 mod scripts;
 mod store;
+mod write;
 
 use std::path::PathBuf;
 

@@ -32,10 +32,45 @@ pub(crate) fn opt_string(
 }
 
 pub(crate) fn opt_bool(map: &Map<String, Value>, key: &'static str) -> Result<bool, SpecError> {
+    bool_or(map, key, false)
+}
+
+/// A boolean, `default` when absent or null.
+pub(crate) fn bool_or(
+    map: &Map<String, Value>,
+    key: &'static str,
+    default: bool,
+) -> Result<bool, SpecError> {
     match present(map, key) {
-        None => Ok(false),
+        None => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
         Some(other) => Err(invalid(key, "true, false or null", other)),
+    }
+}
+
+/// An object, `None` when absent or null.
+pub(crate) fn opt_object<'a>(
+    map: &'a Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<&'a Map<String, Value>>, SpecError> {
+    match present(map, key) {
+        None => Ok(None),
+        Some(Value::Object(object)) => Ok(Some(object)),
+        Some(other) => Err(invalid(key, "an object or null", other)),
+    }
+}
+
+/// `architecture`: a non-empty string (Go's name of the architecture), `None` when absent
+/// or null.
+pub(crate) fn opt_architecture(map: &Map<String, Value>) -> Result<Option<String>, SpecError> {
+    match present(map, "architecture") {
+        None => Ok(None),
+        Some(Value::String(arch)) if !arch.is_empty() => Ok(Some(arch.clone())),
+        Some(other) => Err(invalid(
+            "architecture",
+            "a non-empty string such as \"amd64\", or null",
+            other,
+        )),
     }
 }
 

@@ -18,7 +18,10 @@ use serde_json::{Map, Value};
 use buildimage_pipeline::layering::Pipeline;
 
 use super::hints::{Keys, hint_for};
-use super::keys::{invalid, opt_bool, opt_id, opt_path, opt_string, path_list, present};
+use super::keys::{
+    bool_or, invalid, opt_architecture, opt_bool, opt_id, opt_object, opt_path, opt_string,
+    path_list, present,
+};
 use super::{Compressor, Created, Parsed, SpecError, json, opt_compressor, opt_time};
 
 /// Which of the two functions the spec is for.
@@ -219,29 +222,12 @@ pub fn parse_value(
     if layering_pipeline.is_none() && max_layers < 2 {
         return Err(SpecError::TooFewLayers { got: max_layers });
     }
-    let object_or_null = |key: &'static str| -> Result<(), SpecError> {
-        match present(map, key) {
-            None | Some(Value::Object(_)) => Ok(()),
-            Some(other) => Err(invalid(key, "an object or null", other)),
-        }
-    };
     let spec = LayeredSpec {
         tag: opt_string(map, "tag")?,
         from_image: opt_path(map, "fromImage", base_dir)?,
         contents: path_list(map, "contents", base_dir)?,
-        config: match present(map, "config") {
-            None => None,
-            Some(Value::Object(config)) => Some(config.clone()),
-            Some(other) => return Err(invalid("config", "an object or null", other)),
-        },
-        architecture: match present(map, "architecture") {
-            None => None,
-            Some(Value::String(arch)) if !arch.is_empty() => Some(arch.clone()),
-            Some(other) => {
-                let expected = "a non-empty string such as \"amd64\", or null";
-                return Err(invalid("architecture", expected, other));
-            }
-        },
+        config: opt_object(map, "config")?.cloned(),
+        architecture: opt_architecture(map)?,
         created: opt_time(map, "created")?,
         mtime: opt_time(map, "mtime")?,
         uid: opt_id(map, "uid")?,
@@ -252,13 +238,7 @@ pub fn parse_value(
         extra_commands: opt_string(map, "extraCommands")?.unwrap_or_default(),
         fake_root_commands: opt_string(map, "fakeRootCommands")?.unwrap_or_default(),
         enable_fakechroot: opt_bool(map, "enableFakechroot")?,
-        include_store_paths: match present(map, "includeStorePaths") {
-            None => true,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(invalid("includeStorePaths", "true, false or null", other));
-            }
-        },
+        include_store_paths: bool_or(map, "includeStorePaths", true)?,
         include_nix_db: opt_bool(map, "includeNixDB")?,
         layering_pipeline,
         compressor: match function {
@@ -269,12 +249,10 @@ pub fn parse_value(
         name,
         build_args: Value::Object(object.clone()),
     };
-    object_or_null("passthru")?;
-    object_or_null("meta")?;
-    match present(map, "debug") {
-        None | Some(Value::Bool(_)) => {}
-        Some(other) => return Err(invalid("debug", "true, false or null", other)),
-    }
+    // Accepted, without effect.
+    opt_object(map, "passthru")?;
+    opt_object(map, "meta")?;
+    opt_bool(map, "debug")?;
     Ok(Parsed {
         spec,
         warnings: Vec::new(),
@@ -284,9 +262,7 @@ pub fn parse_value(
 /// The default output of `build-layered`: `<part of name after the last '/'>.tar` plus
 /// the compressor's extension, as nixpkgs names `buildLayeredImage`'s output.
 pub fn default_output_name(name: &str, compressor: Compressor) -> String {
-    let name = name.strip_suffix('/').unwrap_or(name);
-    let base = name.rsplit('/').next().unwrap_or(name);
-    format!("{base}.tar{}", compressor.extension())
+    format!("{}.tar{}", super::name_base(name), compressor.extension())
 }
 
 #[cfg(test)]

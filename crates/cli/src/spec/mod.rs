@@ -52,8 +52,8 @@ use buildimage_archive::created::{DEFAULT_CREATED, check_rfc3339};
 pub use hints::UnknownKeyHint;
 use hints::{Keys, hint_for};
 use keys::{
-    describe, describe_str, invalid, opt_bool, opt_id, opt_path, opt_string, opt_u64, path_list,
-    present,
+    describe, describe_str, invalid, opt_architecture, opt_bool, opt_id, opt_object, opt_path,
+    opt_string, opt_u64, path_list, present,
 };
 
 /// Every key a SPEC may hold, in the order of nixpkgs' argument list (docs/formats.md
@@ -354,19 +354,8 @@ pub fn parse_value(value: Value, base_dir: &Path) -> Result<Parsed, SpecError> {
         from_image_tag: opt_string(map, "fromImageTag")?,
         copy_to_root,
         keep_contents_dirlinks: opt_bool(map, "keepContentsDirlinks")?,
-        config: match present(map, "config") {
-            None => None,
-            Some(Value::Object(config)) => Some(config.clone()),
-            Some(other) => return Err(invalid("config", "an object or null", other)),
-        },
-        architecture: match present(map, "architecture") {
-            None => None,
-            Some(Value::String(arch)) if !arch.is_empty() => Some(arch.clone()),
-            Some(other) => {
-                let expected = "a non-empty string such as \"amd64\", or null";
-                return Err(invalid("architecture", expected, other));
-            }
-        },
+        config: opt_object(map, "config")?.cloned(),
+        architecture: opt_architecture(map)?,
         extra_commands: opt_string(map, "extraCommands")?.unwrap_or_default(),
         uid: opt_id(map, "uid")?,
         gid: opt_id(map, "gid")?,
@@ -376,11 +365,7 @@ pub fn parse_value(value: Value, base_dir: &Path) -> Result<Parsed, SpecError> {
         created: opt_created(map)?,
         compressor: opt_compressor(map, &name)?,
         include_nix_db: opt_bool(map, "includeNixDB")?,
-        meta: match present(map, "meta") {
-            None => None,
-            Some(meta @ Value::Object(_)) => Some(meta.clone()),
-            Some(other) => return Err(invalid("meta", "an object or null", other)),
-        },
+        meta: opt_object(map, "meta")?.cloned().map(Value::Object),
         run_as_root_shell: opt_string(map, "runAsRootShell")?,
         inherit_config: opt_bool(map, "inheritConfig")?,
         closure_info: opt_path(map, "closureInfo", base_dir)?,
@@ -472,7 +457,16 @@ fn base_selection_warnings(spec: &Spec, warnings: &mut Vec<String>) {
 /// `docker-image-<part of name after the last '/'>.tar` plus the compressor's
 /// extension. Like Nix's `baseNameOf`, one trailing `/` is ignored.
 pub fn default_output_name(name: &str, compressor: Compressor) -> String {
+    format!(
+        "docker-image-{}.tar{}",
+        name_base(name),
+        compressor.extension()
+    )
+}
+
+/// The part of an image name after its last `/`, one trailing `/` ignored, as Nix's
+/// `baseNameOf` gives it: what the default output files are named after.
+pub(crate) fn name_base(name: &str) -> &str {
     let name = name.strip_suffix('/').unwrap_or(name);
-    let base = name.rsplit('/').next().unwrap_or(name);
-    format!("docker-image-{base}.tar{}", compressor.extension())
+    name.rsplit('/').next().unwrap_or(name)
 }

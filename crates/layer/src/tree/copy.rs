@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{Dir, Node, Tree, Warnings, sorted_children};
 use crate::error::{Error, Result};
-use crate::stat::{file_kind_name, leaf_node};
+use crate::stat::{folder_metadata, leaf_node};
 
 /// How many symlinks a path may pass through before it counts as a loop (Linux's limit).
 const MAX_HOPS: usize = 40;
@@ -47,14 +47,7 @@ impl Tree {
         warnings: &mut Warnings,
     ) -> Result<()> {
         let real = resolve_host(source, &options.store_root).unwrap_or_else(|| source.to_owned());
-        let md = fs::metadata(&real).map_err(|e| Error::io("read", source, e))?;
-        if !md.is_dir() {
-            let lmd = fs::symlink_metadata(&real).map_err(|e| Error::io("read", source, e))?;
-            return Err(Error::NotADirectory {
-                path: source.to_owned(),
-                found: file_kind_name(&lmd),
-            });
-        }
+        let md = folder_metadata(&real, source, true)?;
         self.root.mode = md.mode() & 0o7777;
         let mut stack = vec![(md.dev(), md.ino())];
         let mut copier = Copier {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::{Dir, Node, Tree, Warnings, sorted_children};
 use crate::error::{Error, Result};
-use crate::stat::file_kind_name;
+use crate::stat::folder_metadata;
 
 /// Mode of the folders the links go in: `mkdir` under the umask 022 of a Nix build.
 const LINK_DIR_MODE: u32 = 0o755;
@@ -41,14 +41,7 @@ impl Tree {
         image_path: &[u8],
         warnings: &mut Warnings,
     ) -> Result<()> {
-        let md = fs::metadata(source).map_err(|e| Error::io("read", source, e))?;
-        if !md.is_dir() {
-            let lmd = fs::symlink_metadata(source).map_err(|e| Error::io("read", source, e))?;
-            return Err(Error::NotADirectory {
-                path: source.to_owned(),
-                found: file_kind_name(&lmd),
-            });
-        }
+        folder_metadata(source, source, true)?;
         let mut prefix = image_path.to_vec();
         link_dir(&mut self.root, source, &mut prefix, warnings)
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::{Dir, Node, Tree, Warnings, sorted_children};
 use crate::entry::EntryKind;
 use crate::error::{Error, Result};
-use crate::stat::{file_kind_name, leaf_node};
+use crate::stat::{folder_metadata, leaf_node};
 
 /// What a fake root's calls made of one object (by device and inode).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,13 +40,7 @@ impl Tree {
         skip: &[&[u8]],
         warnings: &mut Warnings,
     ) -> Result<Tree> {
-        let md = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
-        if !md.is_dir() {
-            return Err(Error::NotADirectory {
-                path: dir.to_owned(),
-                found: file_kind_name(&md),
-            });
-        }
+        let md = folder_metadata(dir, dir, false)?;
         let mut tree = Tree::new();
         tree.root.mode = md.mode() & 0o7777;
         let mut reader = StagedReader {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::overlay::{
     OPAQUE_MARKER, OPAQUE_XATTR_TRUSTED, OPAQUE_XATTR_USER, WHITEOUT_MODE, WHITEOUT_PREFIX,
 };
-use crate::stat::{file_kind_name, leaf_node};
+use crate::stat::{folder_metadata, leaf_node};
 
 /// How [`Tree::from_upper`] reads owners from disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,13 +44,7 @@ impl Tree {
     /// `user.overlay.opaque` set to `y`) gets an empty `.wh..wh..opq` file. Whiteout files
     /// take the owner of what they come from and mode 0644.
     pub fn from_upper(dir: &Path, options: &UpperOptions, warnings: &mut Warnings) -> Result<Tree> {
-        let md = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
-        if !md.is_dir() {
-            return Err(Error::NotADirectory {
-                path: dir.to_owned(),
-                found: file_kind_name(&md),
-            });
-        }
+        let md = folder_metadata(dir, dir, false)?;
         let mut tree = Tree::new();
         tree.root.mode = md.mode() & 0o7777;
         tree.owners.insert(Vec::new(), options.owner(&md));

@@ -183,6 +183,24 @@ pub(crate) mod tests {
         }))
     }
 
+    /// The graph of flatten-references-graph's tests of `popularity_contest` and
+    /// `split_paths`: three roots, shared children, and an isolated path `X`.
+    pub(crate) fn three_roots() -> Graph {
+        graph(
+            &[
+                ("Root1", "A"),
+                ("A", "B"),
+                ("A", "D"),
+                ("D", "E"),
+                ("B", "D"),
+                ("B", "F"),
+                ("Root2", "B"),
+                ("Root3", "C"),
+            ],
+            &["X"],
+        )
+    }
+
     /// The edges as name pairs, sorted.
     pub(crate) fn edge_names(g: &Graph) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = g

@@ -75,7 +75,7 @@ pub fn order(g: &Graph) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::graph::tests::graph;
+    use super::super::graph::tests::{graph, three_roots};
     use super::*;
 
     fn named(g: &Graph, order: &[usize]) -> Vec<String> {
@@ -141,19 +141,7 @@ mod tests {
     /// flatten-references-graph's `popularity_contest` test: several roots, an isolated path.
     #[test]
     fn several_roots_and_an_isolated_path() {
-        let g = graph(
-            &[
-                ("Root1", "A"),
-                ("A", "B"),
-                ("A", "D"),
-                ("D", "E"),
-                ("B", "D"),
-                ("B", "F"),
-                ("Root2", "B"),
-                ("Root3", "C"),
-            ],
-            &["X"],
-        );
+        let g = three_roots();
         assert_eq!(
             named(&g, &order(&g)),
             ["E", "D", "F", "B", "A", "C", "Root1", "Root2", "Root3", "X"]

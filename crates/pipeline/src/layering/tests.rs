@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::graph::Graph;
-use super::graph::tests::{edge_names, graph, sorted_names};
+use super::graph::tests::{edge_names, graph, sorted_names, three_roots};
 use super::steps::{Data, Pipeline, SplitSpec, split_paths};
 
 #[allow(clippy::needless_pass_by_value)] // called with `json!` literals
@@ -204,22 +204,6 @@ fn subcomponent_out_and_in() {
     assert_eq!(rest, component_graph());
 }
 
-fn split_graph() -> Graph {
-    graph(
-        &[
-            ("Root1", "A"),
-            ("A", "B"),
-            ("A", "D"),
-            ("D", "E"),
-            ("B", "D"),
-            ("B", "F"),
-            ("Root2", "B"),
-            ("Root3", "C"),
-        ],
-        &["X"],
-    )
-}
-
 fn keys(entries: &[(String, Graph)]) -> Vec<&str> {
     entries.iter().map(|(k, _)| k.as_str()).collect()
 }
@@ -227,11 +211,11 @@ fn keys(entries: &[(String, Graph)]) -> Vec<&str> {
 #[test]
 fn split_paths_as_nixpkgs_tests_it() {
     let path = |p: &str| SplitSpec::Path(p.to_owned());
-    let got = dict(split_paths(split_graph(), &[]));
+    let got = dict(split_paths(three_roots(), &[]));
     assert_eq!(keys(&got), ["rest"]);
-    assert_eq!(got[0].1, split_graph());
+    assert_eq!(got[0].1, three_roots());
 
-    let got = dict(split_paths(split_graph(), &[path("B")]));
+    let got = dict(split_paths(three_roots(), &[path("B")]));
     assert_eq!(keys(&got), ["main", "common", "rest"]);
     assert_eq!(edge_names(&got[0].1), names(&[("B", "F")]));
     assert_eq!(edge_names(&got[1].1), names(&[("D", "E")]));
@@ -244,13 +228,13 @@ fn split_paths_as_nixpkgs_tests_it() {
         ["A", "C", "Root1", "Root2", "Root3", "X"]
     );
 
-    let got = dict(split_paths(split_graph(), &[path("B"), path("Root3")]));
+    let got = dict(split_paths(three_roots(), &[path("B"), path("Root3")]));
     assert_eq!(keys(&got), ["main", "common", "rest"]);
     assert_eq!(edge_names(&got[0].1), names(&[("B", "F"), ("Root3", "C")]));
     assert_eq!(edge_names(&got[1].1), names(&[("D", "E")]));
     assert_eq!(sorted_names(&got[2].1), ["A", "Root1", "Root2", "X"]);
 
-    let got = dict(split_paths(split_graph(), &[path("D")]));
+    let got = dict(split_paths(three_roots(), &[path("D")]));
     assert_eq!(keys(&got), ["main", "rest"]);
     assert_eq!(edge_names(&got[0].1), names(&[("D", "E")]));
     assert_eq!(
@@ -269,7 +253,7 @@ fn split_paths_as_nixpkgs_tests_it() {
     assert!(got[0].1.is_empty());
 
     let children = SplitSpec::ChildrenOf(vec!["A".to_owned()]);
-    let got = dict(split_paths(split_graph(), &[children]));
+    let got = dict(split_paths(three_roots(), &[children]));
     // A's children B and D are split off with what they reference; with the edges into
     // them gone, nothing else reaches any of it.
     assert_eq!(keys(&got), ["main", "rest"]);
