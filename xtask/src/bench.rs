@@ -62,7 +62,7 @@ const SIZES: [&str; 3] = ["small", "large", "many"];
 /// Runs the benchmark for `size` (see [`SIZES`]) and prints a Markdown table.
 ///
 /// `small` and `large` get the `build` rows (buildImage against nixpkgs' pipeline, every
-/// compressor) and the layered rows; `many`, the closure-shaped corpus of about 740 store
+/// compressor) and the layered rows; `many`, the closure-shaped corpus of about 700 store
 /// paths, only the layered rows (`stream-layered` against nixpkgs' stream method, and
 /// `build-layered` against that method piped through pigz and zstd).
 pub fn bench(root: &Path, size: &str) -> Result<()> {
@@ -84,7 +84,6 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     register(&corpus, &top_name)?;
-    let without_db = view_without_db(&work, size, &corpus)?;
     let runs = if size == "small" { 5 } else { 3 };
     let time_file = work.join("time.txt");
     let env = Bench {
@@ -96,6 +95,7 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
     };
     let mut cases = Vec::new();
     if size != "many" {
+        let without_db = view_without_db(&work, size, &corpus)?;
         for compressor in ["none", "gz", "zstd"] {
             cases.push(env.build_case(compressor, &top, &top_name, &without_db)?);
         }
@@ -123,9 +123,11 @@ struct Bench<'a> {
 }
 
 impl<'a> Bench<'a> {
-    /// `buildimage ARGS` under GNU time, which writes the peak RSS to the time file.
-    fn ours(&self, args: Vec<std::ffi::OsString>) -> MakeCommand<'a> {
+    /// `buildimage SUBCOMMAND SPEC --store STORE -o OUT` under GNU time, which writes the
+    /// peak RSS to the time file.
+    fn ours(&self, subcommand: &'a str, spec: &Path, store: &Path, out: &Path) -> MakeCommand<'a> {
         let (binary, time_file) = (self.binary, self.time_file);
+        let (spec, store, out) = (spec.to_owned(), store.to_owned(), out.to_owned());
         Box::new(move || {
             let mut cmd = Command::new("/usr/bin/time");
             cmd.arg("-f")
@@ -133,7 +135,12 @@ impl<'a> Bench<'a> {
                 .arg("-o")
                 .arg(time_file)
                 .arg(binary)
-                .args(&args);
+                .arg(subcommand)
+                .arg(&spec)
+                .arg("--store")
+                .arg(&store)
+                .arg("-o")
+                .arg(&out);
             cmd
         })
     }
@@ -160,11 +167,7 @@ impl<'a> Bench<'a> {
                 r#"{{"name":"bench","tag":"latest","copyToRoot":"/nix/store/{top_name}","compressor":"{compressor}"}}"#
             ),
         )?;
-        let ext = match compressor {
-            "gz" => ".gz",
-            "zstd" => ".zst",
-            _ => "",
-        };
+        let ext = extension(compressor);
         let ours_out = self.work.join(format!("buildimage.tar{ext}"));
         let ref_out = self.work.join(format!("reference.tar{ext}"));
         // Every compressor with the database; `none` also without, where the closure is
@@ -176,15 +179,8 @@ impl<'a> Bench<'a> {
         let ours = stores
             .into_iter()
             .map(|(label, store)| {
-                let args = vec![
-                    "build".into(),
-                    spec.clone().into(),
-                    "--store".into(),
-                    store.into(),
-                    "-o".into(),
-                    ours_out.clone().into(),
-                ];
-                (format!("build, {label}"), self.ours(args))
+                let command = self.ours("build", &spec, &store, &ours_out);
+                (format!("build, {label}"), command)
             })
             .collect();
         let (script, corpus, out) = (
@@ -226,18 +222,11 @@ impl<'a> Bench<'a> {
     fn stream_layered_case(&self, top_name: &str) -> Result<Case<'a>> {
         let spec = self.layered_spec(top_name, None)?;
         let ours_out = self.work.join("buildimage-layered.tar");
-        let args = vec![
-            "stream-layered".into(),
-            spec.into(),
-            "--store".into(),
-            self.corpus.into(),
-            "-o".into(),
-            ours_out.clone().into(),
-        ];
+        let command = self.ours("stream-layered", &spec, self.corpus, &ours_out);
         let ref_out = self.work.join("reference-layered.tar");
         Ok(Case {
             title: "stream-layered".to_owned(),
-            ours: vec![("stream-layered, none".to_owned(), self.ours(args))],
+            ours: vec![("stream-layered, none".to_owned(), command)],
             ours_out,
             reference: self.reference_stream(None, &ref_out),
             ref_out,
@@ -248,23 +237,18 @@ impl<'a> Bench<'a> {
     /// standalone compressor (`pigz`, `zstd -T0`, their default levels).
     fn build_layered_case(&self, compressor: &str, top_name: &str) -> Result<Case<'a>> {
         let spec = self.layered_spec(top_name, Some(compressor))?;
-        let (ext, filter) = match compressor {
-            "gz" => (".gz", "pigz"),
-            _ => (".zst", "zstd -q -T0"),
+        let filter = if compressor == "gz" {
+            "pigz"
+        } else {
+            "zstd -q -T0"
         };
+        let ext = extension(compressor);
         let ours_out = self.work.join(format!("buildimage-layered.tar{ext}"));
-        let args = vec![
-            "build-layered".into(),
-            spec.into(),
-            "--store".into(),
-            self.corpus.into(),
-            "-o".into(),
-            ours_out.clone().into(),
-        ];
+        let command = self.ours("build-layered", &spec, self.corpus, &ours_out);
         let ref_out = self.work.join(format!("reference-layered.tar{ext}"));
         Ok(Case {
             title: format!("build-layered, {compressor}"),
-            ours: vec![(format!("build-layered, {compressor}"), self.ours(args))],
+            ours: vec![(format!("build-layered, {compressor}"), command)],
             ours_out,
             reference: self.reference_stream(Some(filter), &ref_out),
             ref_out,
@@ -286,6 +270,15 @@ impl<'a> Bench<'a> {
             cmd.args(["-o", "pipefail", "-c", &line]);
             cmd
         })
+    }
+}
+
+/// The suffix a compressor adds to `.tar`.
+fn extension(compressor: &str) -> &'static str {
+    match compressor {
+        "gz" => ".gz",
+        "zstd" => ".zst",
+        _ => "",
     }
 }
 

@@ -14,6 +14,9 @@
 //! - `mknod`, `mknodat` of a character or block device: an empty regular file with the
 //!   asked permission bits (less the umask) takes its place, recorded as that device. Any
 //!   other `mknod` (fifos, files, the whiteout device 0/0) is made by the kernel as asked.
+//! - `unlink`, `unlinkat`, `rmdir`, `rename`, `renameat`, `renameat2`: made by the kernel,
+//!   but first the record of the object whose last name goes is dropped, since the file
+//!   system may give its inode number to the next file the script makes.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -66,9 +69,22 @@ fn intercepted() -> Vec<i64> {
         libc::SYS_fchownat,
         libc::SYS_mknod,
         libc::SYS_mknodat,
+        libc::SYS_unlink,
+        libc::SYS_unlinkat,
+        libc::SYS_rmdir,
+        libc::SYS_rename,
+        libc::SYS_renameat,
+        libc::SYS_renameat2,
     ];
     #[cfg(target_arch = "aarch64")]
-    let calls = vec![libc::SYS_fchown, libc::SYS_fchownat, libc::SYS_mknodat];
+    let calls = vec![
+        libc::SYS_fchown,
+        libc::SYS_fchownat,
+        libc::SYS_mknodat,
+        libc::SYS_unlinkat,
+        libc::SYS_renameat,
+        libc::SYS_renameat2,
+    ];
     calls
 }
 
@@ -198,6 +214,32 @@ fn handle(
             let path = read_path(call.pid, arg(1))?;
             return mknod(call, listener, records, int(0), &path, arg(2), arg(3));
         }
+        #[cfg(target_arch = "x86_64")]
+        nr if nr == libc::SYS_unlink || nr == libc::SYS_rmdir => {
+            forget(call.pid, AT_FDCWD, arg(0), records);
+            return Ok(Answer::Continue);
+        }
+        nr if nr == libc::SYS_unlinkat => {
+            forget(call.pid, int(0), arg(1), records);
+            return Ok(Answer::Continue);
+        }
+        // What a rename removes is the object it replaces at the new name.
+        #[cfg(target_arch = "x86_64")]
+        nr if nr == libc::SYS_rename => {
+            forget(call.pid, AT_FDCWD, arg(1), records);
+            return Ok(Answer::Continue);
+        }
+        nr if nr == libc::SYS_renameat => {
+            forget(call.pid, int(2), arg(3), records);
+            return Ok(Answer::Continue);
+        }
+        nr if nr == libc::SYS_renameat2 => {
+            // RENAME_EXCHANGE swaps two names: nothing goes.
+            if arg(4) & u64::from(libc::RENAME_EXCHANGE) == 0 {
+                forget(call.pid, int(2), arg(3), records);
+            }
+            return Ok(Answer::Continue);
+        }
         _ => return Ok(Answer::Continue),
     };
     if !seccomp::still_valid(listener.as_fd(), call.id) {
@@ -224,6 +266,26 @@ fn handle(
     Ok(Answer::Value(0))
 }
 
+/// Before a call removes the name `path` (relative to the caller's `dirfd`): drops the
+/// record of the object it names when that is its last name (a folder has only one), so
+/// that a later object given the same inode number starts without one. The call itself is
+/// the kernel's; when the name cannot be looked up here, it will fail there too.
+fn forget(pid: u32, dirfd: i32, address: u64, records: &mut BTreeMap<(u64, u64), Record>) {
+    let Ok(path) = read_path(pid, address) else {
+        return;
+    };
+    let Ok(base) = open_dir(pid, dirfd) else {
+        return;
+    };
+    let Ok(st) = fstatat(&base, path.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+        return;
+    };
+    let folder = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+    if folder || st.st_nlink <= 1 {
+        records.remove(&(st.st_dev, st.st_ino));
+    }
+}
+
 /// `mknod(dirfd, path, mode, dev)`: a device becomes a recorded placeholder file.
 fn mknod(
     call: &Notification,
@@ -234,7 +296,9 @@ fn mknod(
     mode: u64,
     dev: u64,
 ) -> Result<Answer, nix::errno::Errno> {
+    // Both are C unsigned ints: the register's upper half is not the caller's.
     let mode = u32::try_from(mode & 0xffff_ffff).unwrap_or(0);
+    let dev = dev & 0xffff_ffff;
     let kind = SFlag::from_bits_truncate(mode) & SFlag::S_IFMT;
     let char_device = kind == SFlag::S_IFCHR;
     if !(char_device || kind == SFlag::S_IFBLK) || (char_device && dev == 0) {

@@ -8,13 +8,14 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use buildimage_layer::Cancel;
 
 use nix::mount::MsFlags;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{Signal, killpg};
@@ -397,12 +398,11 @@ fn run_init(run: &Run<'_>, root: &Path, stop: &Cancel) -> Result<Report, Report>
         stdin.flush().ok();
     }
     // The init process's report channel closes when it runs the shell, or carries why it
-    // could not; a fake root's init reports how its supervised script ended.
+    // could not; a fake root's init reports how its supervised script ended. It is read
+    // while waiting, so that a stop request is seen while the script runs.
+    let mut report = child.stdout.take();
     let mut text = Vec::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        stdout.read_to_end(&mut text).ok();
-    }
-    let status = wait(&mut child, stop)?;
+    let status = wait(&mut child, stop, &mut report, &mut text)?;
     if !text.is_empty() {
         return serde_json::from_slice(&text)
             .map_err(|e| Report::failed("read the init process's report", e));
@@ -417,23 +417,50 @@ fn run_init(run: &Run<'_>, root: &Path, stop: &Cancel) -> Result<Report, Report>
     })
 }
 
-/// Waits for `child`; on a signal kills it (SIGKILL to PID 1 ends every process of the
-/// namespace) and returns `None`.
-fn wait(child: &mut Child, stop: &Cancel) -> Result<Option<std::process::ExitStatus>, Report> {
+/// Waits for `child`, appending what it writes on `pipe` to `text` as it comes (the
+/// helper cannot start a thread for it: it unshared its PID namespace); on a signal kills
+/// it (SIGKILL to PID 1 ends every process of the namespace) and returns `None`.
+fn wait(
+    child: &mut Child,
+    stop: &Cancel,
+    pipe: &mut Option<ChildStdout>,
+    text: &mut Vec<u8>,
+) -> Result<Option<std::process::ExitStatus>, Report> {
+    let failed = |e: io::Error| Report::failed("wait for the script", e);
     loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| Report::failed("wait for the script", e))?
-        {
+        if let Some(status) = child.try_wait().map_err(failed)? {
+            // Every writer is gone with the namespace: the rest is there to read.
+            if let Some(mut rest) = pipe.take() {
+                rest.read_to_end(text).map_err(failed)?;
+            }
             return Ok(Some(status));
         }
         if stop.is_cancelled() {
             child.kill().ok();
-            child
-                .wait()
-                .map_err(|e| Report::failed("wait for the script", e))?;
+            child.wait().map_err(failed)?;
             return Ok(None);
         }
-        std::thread::sleep(POLL);
+        match pipe {
+            Some(out) => {
+                let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLIN)];
+                let timeout = PollTimeout::try_from(POLL).unwrap_or(PollTimeout::MAX);
+                let ready = match poll(&mut fds, timeout) {
+                    Ok(n) if n > 0 => fds[0].revents().unwrap_or(PollFlags::empty()),
+                    _ => PollFlags::empty(),
+                };
+                if ready.contains(PollFlags::POLLIN) {
+                    let mut chunk = [0u8; 8192];
+                    match out.read(&mut chunk) {
+                        Ok(0) => *pipe = None,
+                        Ok(n) => text.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(failed(e)),
+                    }
+                } else if ready.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                    *pipe = None;
+                }
+            }
+            None => std::thread::sleep(POLL),
+        }
     }
 }

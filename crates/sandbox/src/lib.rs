@@ -331,13 +331,15 @@ fn run_helper(work: &Path, job: Job, self_exe: &Path, cancel: &Cancel) -> Result
         // A helper that died at once is reported below, from its exit status.
         serde_json::to_writer(&mut stdin, &request).ok();
     }
+    // Read while waiting: a report larger than the pipe's buffer (a fake root's records)
+    // would otherwise keep the helper from ending.
+    let report = drain(child.stdout.take());
     let (status, stopped) =
         wait_helper(&mut child, cancel).map_err(|e| Error::io("wait for", self_exe, e))?;
-    let mut text = Vec::new();
-    if let Some(mut out) = child.stdout.take() {
-        out.read_to_end(&mut text)
-            .map_err(|e| Error::io("read the report of", self_exe, e))?;
-    }
+    let text = report
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the reader panicked")))
+        .map_err(|e| Error::io("read the report of", self_exe, e))?;
     let removed = scratch.remove().map_err(Error::from);
     if stopped {
         return Err(buildimage_layer::Interrupted.into());
@@ -350,6 +352,20 @@ fn run_helper(work: &Path, job: Job, self_exe: &Path, cancel: &Cancel) -> Result
     };
     removed?;
     Ok(report)
+}
+
+/// Reads `pipe` to its end on a thread of its own, so that a child can write more than the
+/// pipe holds while it is waited for.
+fn drain<R: Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(mut pipe) = pipe {
+            pipe.read_to_end(&mut text)?;
+        }
+        Ok(text)
+    })
 }
 
 /// The error a report other than success stands for.

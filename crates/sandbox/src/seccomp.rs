@@ -88,12 +88,14 @@ pub(crate) fn install(syscalls: &[i64]) -> io::Result<OwnedFd> {
         len: u16::try_from(filter.len()).map_err(io::Error::other)?,
         filter: filter.as_mut_ptr(),
     };
+    let flags =
+        libc::c_long::try_from(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER).map_err(io::Error::other)?;
     // SAFETY: `prog` points at `filter`, which outlives the call; the kernel copies it.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            libc::c_long::from(libc::SECCOMP_SET_MODE_FILTER),
+            flags,
             &raw const prog,
         )
     };
@@ -105,23 +107,59 @@ pub(crate) fn install(syscalls: &[i64]) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Receives the next call (blocks until one comes; fails with `ENOENT` when the caller
-/// died in the meantime, and with `ECANCELED`-like errors when no process has the filter).
-pub(crate) fn receive(listener: BorrowedFd<'_>) -> io::Result<Notification> {
-    // SAFETY: an all-zero `seccomp_notif` is valid (plain integers), and the kernel
-    // requires the buffer to be zeroed.
-    let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-    // SAFETY: `notif` is a valid, writable `seccomp_notif` for the duration of the call.
+/// How many bytes the kernel writes for one notification: its `struct seccomp_notif` may
+/// be larger than the one this program was built with (`seccomp_unotify(2)` asks to size
+/// the buffer by `SECCOMP_GET_NOTIF_SIZES`), and never smaller.
+fn notification_size() -> io::Result<usize> {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(&size) = SIZE.get() {
+        return Ok(size);
+    }
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: `sizes` is a valid, writable `seccomp_notif_sizes` for the duration of the
+    // call; the flags argument must be 0.
     let rc = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_RECV,
-            &raw mut notif,
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::c_long::from(libc::SECCOMP_GET_NOTIF_SIZES),
+            0 as libc::c_long,
+            &raw mut sizes,
         )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    let size = usize::from(sizes.seccomp_notif).max(std::mem::size_of::<libc::seccomp_notif>());
+    Ok(*SIZE.get_or_init(|| size))
+}
+
+/// Receives the next call (blocks until one comes; fails with `ENOENT` when the caller
+/// died in the meantime, and with `ECANCELED`-like errors when no process has the filter).
+pub(crate) fn receive(listener: BorrowedFd<'_>) -> io::Result<Notification> {
+    // Zeroed, as the kernel requires, and as large as the kernel's structure; u64 words
+    // keep it aligned for `seccomp_notif`.
+    let words = notification_size()?.div_ceil(8);
+    let mut buffer = vec![0u64; words];
+    // SAFETY: `buffer` is writable and at least as large as the kernel's notification for
+    // the duration of the call.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            buffer.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the buffer is aligned for and at least as large as `seccomp_notif`, whose
+    // fields are plain integers the kernel filled in (any bit pattern is valid).
+    let notif: libc::seccomp_notif =
+        unsafe { std::ptr::read(buffer.as_ptr().cast::<libc::seccomp_notif>()) };
     Ok(Notification {
         id: notif.id,
         pid: notif.pid,

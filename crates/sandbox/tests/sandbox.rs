@@ -906,3 +906,74 @@ fn a_failing_fake_root_script_reports_its_status() {
         "{err:?}"
     );
 }
+
+#[test]
+fn thousands_of_records_reach_the_caller() {
+    // More records than a pipe holds: the report must still get through.
+    let sb = Sandbox::new();
+    let dir = fake_root_folder(&sb);
+    let script = "mkdir many && cd many && i=0; while [ $i -lt 3000 ]; do \
+                  touch f$i && chown 1000:100 f$i; i=$((i+1)); done";
+    let tree = fake_root(&sb, &dir, script, false).unwrap();
+    let given = shown(&tree, "many/f")
+        .into_iter()
+        .filter(|(_, uid, gid, _, _)| (*uid, *gid) == (1000, 100))
+        .count();
+    assert_eq!(given, 3000);
+}
+
+#[test]
+fn a_record_goes_with_the_last_name_of_its_object() {
+    // Deleting frees the inode number for the next file: it must not inherit the owner or
+    // the device that the deleted object had. Links and renames keep what they carry.
+    let sb = Sandbox::new();
+    let dir = fake_root_folder(&sb);
+    let script = "mkdir data && cd data \
+        && mknod dev c 1 3 && rm dev && echo plain > plain \
+        && touch gone && chown 1000 gone && rm gone && mkdir fresh \
+        && touch kept && chown 2000 kept && ln kept link && rm kept \
+        && touch moved && chown 3000 moved && mv moved renamed \
+        && touch replaced && chown 4000 replaced && touch over && mv over replaced";
+    let tree = fake_root(&sb, &dir, script, false).unwrap();
+    let owner_and_kind = |name: &str| {
+        let (_, uid, _, _, kind) = shown(&tree, &format!("data/{name}"))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no data/{name}"));
+        (uid, kind)
+    };
+    assert_eq!(owner_and_kind("plain"), (0, EntryKind::Data(Vec::new())));
+    assert_eq!(owner_and_kind("fresh/"), (0, EntryKind::Directory));
+    assert_eq!(owner_and_kind("link"), (2000, EntryKind::Data(Vec::new())));
+    assert_eq!(owner_and_kind("renamed"), (3000, EntryKind::Data(Vec::new())));
+    assert_eq!(owner_and_kind("replaced"), (0, EntryKind::Data(Vec::new())));
+}
+
+#[test]
+fn a_stop_request_ends_a_chrooted_fake_root_at_once() {
+    let sb = Sandbox::new();
+    let dir = fake_root_folder(&sb);
+    let marker = format!("fake-stop-{}", std::process::id());
+    let req = FakeRoot {
+        dir: dir.clone(),
+        work: sb.path("work"),
+        script: hanging(&marker),
+        chroot: true,
+        store: None,
+    };
+    let stop = Cancel::new();
+    let (result, took) = std::thread::scope(|s| {
+        let run = s.spawn(|| run_fake_root(&req, Path::new(BIN), &stop));
+        wait_for("the script to start", || dir.join("started").exists());
+        let asked = Instant::now();
+        stop.cancel();
+        (run.join().unwrap(), asked.elapsed())
+    });
+    assert!(matches!(result, Err(Error::Interrupted(_))), "{result:?}");
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    assert!(!running(&marker), "the script survived");
+    sb.assert_clean(&req.work);
+    for gone in ["dev", "proc", "sys"] {
+        assert!(!dir.join(gone).exists(), "/{gone} was left in the folder");
+    }
+}

@@ -38,7 +38,10 @@ pub fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
 /// `--json` needs standard output for itself.
 pub fn refuse_json_on_stdout(json: bool, dest: &Path) -> Result<()> {
     if json && dest == Path::new("-") {
-        bail!("--json prints to standard output, which -o - already uses for the image");
+        bail!(
+            "--json prints to standard output, which the image already takes (-o -, or \
+             stream-layered without -o); give -o FILE"
+        );
     }
     Ok(())
 }

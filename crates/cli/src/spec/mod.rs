@@ -57,7 +57,8 @@ use keys::{
 };
 
 /// Every key a SPEC may hold, in the order of nixpkgs' argument list (docs/formats.md
-/// §13.1), then the extension keys. Also the order in which values are checked.
+/// §13.1), then the extension keys. Values are checked in this order, except that
+/// `copyToRoot` and its alias `contents` come right after `name`.
 const KNOWN_KEYS: [&str; 23] = [
     "name",
     "tag",
