@@ -229,7 +229,6 @@ fn with_dockerd(args: &[OsString]) -> Result<ExitCode> {
     Ok(process::exit_code(status))
 }
 
-/// Runs `cargo ARGS` in the workspace root, with the private daemon's socket if given.
 /// `cargo build --release -p buildimage-cli`; returns the binary's path.
 pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
     header("cargo build --release -p buildimage-cli");
@@ -241,6 +240,7 @@ pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/buildimage"))
 }
 
+/// Runs `cargo ARGS` in the workspace root, with the private daemon's socket if given.
 pub(crate) fn cargo_step(
     root: &Path,
     args: &[&str],

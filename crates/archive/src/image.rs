@@ -84,8 +84,10 @@ pub struct Quiet;
 impl Observer for Quiet {}
 
 /// Writes `image` into `dest`: each layer (planned, then streamed from its entries, or
-/// copied), the config with every layer's diff id, then the reference. Each layer is read
-/// once; its size comes from its plan, its digests from writing it. Stops with
+/// copied), the config with every layer's diff id, then the reference. Each layer's files
+/// are read once (a planned layer of more than 20,000 entries is listed twice, once to
+/// plan and once to write); its size comes from its plan, its digests from writing it.
+/// Stops with
 /// [`buildimage_layer::Interrupted`] once `cancel` is set.
 pub fn assemble(
     image: &Image<'_>,

@@ -155,16 +155,6 @@ pub enum Kind {
     Unknown,
 }
 
-impl Kind {
-    /// Whether the member is a device node or a fifo.
-    pub fn is_special(self) -> bool {
-        matches!(
-            self,
-            Kind::CharDevice { .. } | Kind::BlockDevice { .. } | Kind::Fifo
-        )
-    }
-}
-
 /// One member's header, extensions applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

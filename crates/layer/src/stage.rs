@@ -138,11 +138,6 @@ impl ScratchDir {
         })
     }
 
-    /// A new folder named `PREFIX…` in the system's temporary folder (`TMPDIR`).
-    pub fn new(prefix: &str) -> Result<Self> {
-        Self::new_in(&std::env::temp_dir(), prefix)
-    }
-
     /// The folder.
     pub fn path(&self) -> &Path {
         &self.path

@@ -18,16 +18,8 @@ pub struct BaseRequest {
     pub tag: Option<String>,
 }
 
-/// A base image read and checked, with the file system its layers make.
-pub struct Base {
-    /// The image: config, layers in a scratch folder.
-    pub image: BaseImage,
-    /// Its layers merged, whiteouts applied.
-    pub fs: BaseFs,
-}
-
-/// Reads the base image `request` names.
-pub fn read(request: &BaseRequest, env: &Env<'_>) -> Result<Base> {
+/// Reads the base image `request` names: config, layers in a scratch folder.
+pub fn read(request: &BaseRequest, env: &Env<'_>) -> Result<BaseImage> {
     let select = Select {
         name: request.name.as_deref(),
         tag: request.tag.as_deref(),
@@ -36,12 +28,17 @@ pub fn read(request: &BaseRequest, env: &Env<'_>) -> Result<Base> {
     let (image, notes) = BaseImage::open_with(&request.path, select, &env.tmp, Some(env.cancel))
         .map_err(|e| Error::from(e).about(Input::FromImage))?;
     for note in notes {
-        env.events.warning(None, &note);
+        env.events.warning(Some(Input::FromImage), &note);
     }
-    let fs = image.filesystem().map_err(|e| {
+    Ok(image)
+}
+
+/// The file system the base's layers make, whiteouts applied: what a layer on top need
+/// not hold again. Reads every header of every base layer.
+pub fn filesystem(image: &BaseImage) -> Result<BaseFs> {
+    image.filesystem().map_err(|e| {
         Error::from(e)
             .context("Cannot read the base image's layers")
             .about(Input::FromImage)
-    })?;
-    Ok(Base { image, fs })
+    })
 }

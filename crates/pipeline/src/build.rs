@@ -7,7 +7,6 @@ use serde_json::{Map, Value, json};
 
 use buildimage_archive::{
     BaseFs, Destination, ImageLayer, ImageSummary, LayerData, LayerKind, merge_base_config,
-    reference,
 };
 use buildimage_layer::{CopyOptions, Owner, Tree, Warnings};
 use buildimage_nixdb::StorePath;
@@ -16,11 +15,11 @@ use crate::Env;
 use crate::base::{self, BaseRequest};
 use crate::compose::OwnLayer;
 use crate::database::database_stage;
-use crate::error::{Input, Result, ResultExt};
+use crate::error::{Input, Result};
 use crate::events::Stage;
 use crate::scripts::{self, RootScript, warn_all};
-use crate::store::{StoreSource, find_roots};
-use crate::write::{ImageHead, write_image};
+use crate::store::{StoreSource, runtime_closure};
+use crate::write::{ImageHead, image_name, write_image};
 
 /// What `buildImage` is asked to build, its arguments resolved (paths absolute, defaults
 /// filled in, `created` a date).
@@ -64,8 +63,7 @@ impl BuildImage {
     /// Checks what can be checked before any work: the name (lower-cased) and the tag
     /// against Docker's reference grammar.
     pub fn check(&self) -> Result<()> {
-        let name = self.name.to_lowercase();
-        reference::validate(&name, self.tag.as_deref().unwrap_or("latest"))?;
+        image_name(&self.name, self.tag.as_deref())?;
         Ok(())
     }
 }
@@ -96,9 +94,12 @@ pub fn build_image(
         Some(from) => Some(base::read(from, env)?),
         None => None,
     };
-    let empty = BaseFs::new();
-    let base_fs = base.as_ref().map_or(&empty, |b| &b.fs);
-    let base_image = base.as_ref().map(|b| &b.image);
+    let base_fs = match &base {
+        Some(image) => base::filesystem(image)?,
+        None => BaseFs::new(),
+    };
+    let base_fs = &base_fs;
+    let base_image = base.as_ref();
     env.cancel.check()?;
 
     env.events.stage(Stage::Plan);
@@ -163,15 +164,10 @@ pub fn build_image(
     // The layer's runtime closure: every store path its files or its config name, and
     // everything those reference.
     let closure = match &store {
-        Some(store) => {
-            let config_json = serde_json::to_vec(&config).map_err(std::io::Error::from)?;
-            let roots = find_roots(store, &tree, &[&config_json])
-                .map_err(|e| e.context("Scanning the layer for store paths failed"))?;
-            let closure = store
-                .closure(&roots)
-                .context(|| "Computing the closure of the layer failed".to_owned())?;
-            Some((store, closure))
-        }
+        Some(store) => Some((
+            store,
+            runtime_closure(store, &tree, &config, false, "the layer")?,
+        )),
         None => None,
     };
     let store_paths: Vec<StorePath> = closure

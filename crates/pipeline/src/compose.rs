@@ -45,7 +45,7 @@ pub struct OwnLayer<'a> {
 }
 
 /// Entries listed from the host: kept after the first complete listing when they are few,
-/// listed again otherwise.
+/// for the next listing only; listed again otherwise.
 #[derive(Default)]
 struct Listing(RefCell<Listed>);
 
@@ -159,11 +159,16 @@ impl Listing {
         walk: &dyn Fn(&mut Visit<'_>) -> buildimage_layer::Result<()>,
         f: &mut Visit<'_>,
     ) -> buildimage_layer::Result<()> {
-        if let Listed::Kept(listed) = &*self.0.borrow() {
-            return listed.iter().try_for_each(f);
-        }
-        if matches!(*self.0.borrow(), Listed::TooMany) {
-            return walk(f);
+        // The kept entries serve one more listing (the writer's), then go: a layered
+        // image has many layers, and only the one being written needs them.
+        let kept = std::mem::take(&mut *self.0.borrow_mut());
+        match kept {
+            Listed::Kept(listed) => return listed.iter().try_for_each(f),
+            Listed::TooMany => {
+                *self.0.borrow_mut() = Listed::TooMany;
+                return walk(f);
+            }
+            Listed::NotYet => {}
         }
         // The first listing (the writer's plan) keeps what it passes on, up to a point.
         let mut kept = Some(Vec::new());

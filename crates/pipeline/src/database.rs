@@ -87,8 +87,11 @@ fn insert_database(
     dir: &Path,
     registration_time: u64,
 ) -> Result<()> {
-    let time = i64::try_from(registration_time)
-        .map_err(|_| Error::message("SOURCE_DATE_EPOCH is too large"))?;
+    let time = i64::try_from(registration_time).map_err(|_| {
+        Error::message(format!(
+            "SOURCE_DATE_EPOCH {registration_time} is too large"
+        ))
+    })?;
     write_db(dir, closure.as_slice(), time)
         .context(|| "Cannot write the Nix database".to_owned())
         .about(Input::IncludeNixDb)?;

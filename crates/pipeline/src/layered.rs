@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use buildimage_archive::{
-    Destination, ImageLayer, ImageSummary, LayerData, LayerKind, merge_layered_config, reference,
+    Destination, ImageLayer, ImageSummary, LayerData, LayerKind, merge_layered_config,
 };
-use buildimage_layer::{Owner, ScratchDir, Tree, Warnings, stage};
+use buildimage_layer::{Owner, Tree, Warnings};
 use buildimage_nixdb::{Store, StorePath};
-use buildimage_sandbox::{FAKE_CHROOT_MOUNTS, FakeRoot};
 
 use crate::Env;
 use crate::base::{self, BaseRequest};
@@ -21,9 +20,9 @@ use crate::database::database_stage;
 use crate::error::{Error, Input, Result, ResultExt};
 use crate::events::Stage;
 use crate::layering::{Graph, Pipeline};
-use crate::scripts::warn_all;
-use crate::store::{StoreSource, find_roots};
-use crate::write::{ImageHead, write_image};
+use crate::scripts::{self, warn_all};
+use crate::store::{StoreSource, runtime_closure};
+use crate::write::{ImageHead, image_name, write_image};
 
 /// Owner and names of every entry of the store layers (`uid`, `gid`, `uname`, `gname`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +114,7 @@ impl BuildLayered {
     /// Checks what can be checked before any work: the name and tag, and the layer budget
     /// (`maxLayers` must leave the customisation layer and one store layer).
     pub fn check(&self) -> Result<()> {
-        let name = self.name.to_lowercase();
-        reference::validate(&name, self.tag.as_deref().unwrap_or("latest"))?;
+        image_name(&self.name, self.tag.as_deref())?;
         if self.layering.is_none() && self.max_layers < 2 {
             return Err(Error::message(format!(
                 "expected a number greater than 1 (the customisation layer takes one layer), \
@@ -145,7 +143,7 @@ pub fn build_layered(
         Some(from) => Some(base::read(from, env)?),
         None => None,
     };
-    let base_image = base.as_ref().map(|b| &b.image);
+    let base_image = base.as_ref();
     let base_layers = base_image.map_or(0, |b| b.layers.len());
     let pipeline = match &request.layering {
         Some(pipeline) => pipeline.clone(),
@@ -169,7 +167,14 @@ pub fn build_layered(
         None
     } else {
         env.events.stage(Stage::Scripts);
-        Some(run_scripts(&mut tree, request, env)?)
+        Some(scripts::fake_root(
+            &mut tree,
+            &request.extra_commands,
+            &request.fake_root_commands,
+            request.enable_fakechroot,
+            &request.store,
+            env,
+        )?)
     };
     env.cancel.check()?;
 
@@ -190,7 +195,6 @@ pub fn build_layered(
     env.cancel.check()?;
 
     env.events.stage(Stage::Write);
-    let base_layers = base_image.map_or(0, |b| b.layers.len());
     let mut reports: Vec<LayerReport> = (0..base_layers)
         .map(|_| LayerReport {
             kind: LayerKind::Base,
@@ -284,57 +288,6 @@ fn link_contents(items: &[PathBuf], store: &StoreSource, env: &Env<'_>) -> Resul
     Ok(tree)
 }
 
-/// `extraCommands` as the user, then `fakeRootCommands` as a fake root, in a staged copy
-/// of the tree, which is read back with the owners and devices the fake root recorded.
-/// Returns the staging folder, which must outlive the layer's writing.
-fn run_scripts(tree: &mut Tree, request: &BuildLayered, env: &Env<'_>) -> Result<ScratchDir> {
-    let staging = ScratchDir::new_in(&env.tmp, "buildimage-custom.")?;
-    let dir = staging.join("layer");
-    std::fs::create_dir(&dir).map_err(|e| buildimage_layer::Error::io("create", &dir, e))?;
-    stage::materialize(tree, &dir)
-        .context(|| "Staging the customisation layer failed".to_owned())?;
-    env.cancel.check()?;
-    if !request.extra_commands.is_empty() {
-        buildimage_sandbox::run_script(
-            "buildimage-extraCommands",
-            &request.extra_commands,
-            &dir,
-            env.cancel,
-        )
-        .about(Input::ExtraCommands)?;
-    }
-    let mut recordings = buildimage_layer::Recordings::new();
-    let mut skip: &[&[u8]] = &[];
-    if !request.fake_root_commands.is_empty() {
-        let store_dir = request.store.store_dir();
-        let job = FakeRoot {
-            dir: dir.clone(),
-            work: staging.join("work"),
-            script: request.fake_root_commands.clone(),
-            chroot: request.enable_fakechroot,
-            store: store_dir.is_dir().then_some(store_dir),
-        };
-        recordings = buildimage_sandbox::run_fake_root(&job, &env.self_exe, env.cancel)
-            .map_err(|e| match e {
-                buildimage_sandbox::Error::NoShell => Error::message(format!(
-                    "{e}: enableFakechroot runs the script with the image's own /bin/sh, \
-                     which none of `contents` provides"
-                )),
-                other => Error::from(other),
-            })
-            .about(Input::FakeRootCommands)?;
-        if request.enable_fakechroot {
-            // As nixpkgs packs a chrooted layer: without the mount points.
-            skip = &FAKE_CHROOT_MOUNTS;
-        }
-    }
-    let mut warnings = Warnings::default();
-    *tree = Tree::from_staged(&dir, &recordings, skip, &mut warnings)
-        .context(|| "Reading the customisation layer back failed".to_owned())?;
-    warn_all(env, &warnings);
-    Ok(staging)
-}
-
 /// The store layers: the closure of what the customisation layer and the config name,
 /// cut by `pipeline`.
 fn store_layers(
@@ -344,17 +297,10 @@ fn store_layers(
     pipeline: &Pipeline,
     request: &BuildLayered,
 ) -> Result<Vec<StoreLayer>> {
-    let config_json = serde_json::to_vec(config).map_err(std::io::Error::from)?;
-    let roots = find_roots(store, tree, &[&config_json])
-        .map_err(|e| e.context("Scanning the customisation layer for store paths failed"))?;
     // NAR sizes order the paths inside a layer of a custom pipeline; the popularity
     // contest does not need them, and hashing every path for them is not free.
-    let closure = if request.layering.is_some() {
-        store.closure_with_nar_info(&roots)
-    } else {
-        store.closure(&roots)
-    }
-    .context(|| "Computing the closure of the customisation layer failed".to_owned())?;
+    let nar_info = request.layering.is_some();
+    let closure = runtime_closure(store, tree, config, nar_info, "the customisation layer")?;
     let graph = Graph::from_references(closure.iter().map(|info| {
         (
             info.path.as_str(),
@@ -364,12 +310,12 @@ fn store_layers(
     }));
     let layers = pipeline
         .apply(graph)
-        .map_err(|e| Error::message(e.to_string()).about(Input::LayeringPipeline))?;
+        .map_err(|e| Error::new(e).about(Input::LayeringPipeline))?;
     let owner = Owner {
         uid: request.store_owner.uid.into(),
         gid: request.store_owner.gid.into(),
-        uname: Cow::Owned(request.store_owner.uname.clone()),
-        gname: Cow::Owned(request.store_owner.gname.clone()),
+        uname: owner_name(&request.store_owner.uname),
+        gname: owner_name(&request.store_owner.gname),
     };
     layers
         .into_iter()
@@ -386,6 +332,16 @@ fn store_layers(
             ))
         })
         .collect()
+}
+
+/// An owner name for every entry of the store layers: the usual ones borrowed, since each
+/// entry carries a copy.
+fn owner_name(name: &str) -> Cow<'static, str> {
+    match name {
+        "root" => Cow::Borrowed("root"),
+        "" => Cow::Borrowed(""),
+        other => Cow::Owned(other.to_owned()),
+    }
 }
 
 /// A list of paths as Python prints it, which nixpkgs puts in the history comments:

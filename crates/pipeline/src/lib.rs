@@ -83,14 +83,13 @@ use sha2::{Digest, Sha256};
 
 use buildimage_layer::Cancel;
 
-pub use base::{Base, BaseRequest};
+pub use base::BaseRequest;
 pub use build::{BuildImage, Built, build_image};
-pub use compose::{OwnLayer, StoreLayer};
 pub use error::{Error, Input, Result};
 pub use events::{Events, Silent, Stage};
 pub use layered::{BuildLayered, BuiltLayered, LayerReport, StoreOwner, build_layered};
 pub use scripts::RootScript;
-pub use store::{StoreSource, find_roots};
+pub use store::StoreSource;
 
 /// What every stage shares: the cancel flag, where events go, where scratch folders are
 /// made, and the binary that runs the sandbox's helpers.

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use buildimage_archive::BaseImage;
 use buildimage_layer::{ScratchDir, Tree, UpperOptions, Warnings, stage};
-use buildimage_sandbox::RootRun;
+use buildimage_sandbox::{FAKE_CHROOT_MOUNTS, FakeRoot, RootRun};
 
 use crate::Env;
-use crate::error::{Input, Result, ResultExt};
+use crate::error::{Error, Input, Result, ResultExt};
 use crate::store::StoreSource;
 
 /// A script to run as root, and the shell to run it with.
@@ -33,6 +33,66 @@ pub fn extra_commands(tree: &mut Tree, script: &str, env: &Env<'_>) -> Result<Sc
     *tree = Tree::from_dir(staging.path(), &mut warnings)
         .context(|| "Reading the layer back after the script failed".to_owned())
         .about(Input::ExtraCommands)?;
+    warn_all(env, &warnings);
+    Ok(staging)
+}
+
+/// The customisation layer's scripts: `extra` (`extraCommands`) as the user, then
+/// `fake_root` (`fakeRootCommands`, chrooted into the layer with `chroot`) as a fake root,
+/// in a staged copy of `tree`, which is read back with the owners and devices the fake root
+/// recorded. Returns the staging folder, which must outlive the layer's writing.
+pub fn fake_root(
+    tree: &mut Tree,
+    extra: &str,
+    fake_root: &str,
+    chroot: bool,
+    store: &StoreSource,
+    env: &Env<'_>,
+) -> Result<ScratchDir> {
+    let staging = ScratchDir::new_in(&env.tmp, "buildimage-custom.")?;
+    let dir = staging.join("layer");
+    std::fs::create_dir(&dir).map_err(|e| buildimage_layer::Error::io("create", &dir, e))?;
+    let input = if extra.is_empty() {
+        Input::FakeRootCommands
+    } else {
+        Input::ExtraCommands
+    };
+    stage::materialize(tree, &dir)
+        .context(|| "Staging the customisation layer failed".to_owned())
+        .about(input)?;
+    env.cancel.check()?;
+    if !extra.is_empty() {
+        run_extra_commands(extra, &dir, env)?;
+    }
+    let mut recordings = buildimage_layer::Recordings::new();
+    let mut skip: &[&[u8]] = &[];
+    if !fake_root.is_empty() {
+        let store_dir = store.store_dir();
+        let job = FakeRoot {
+            dir: dir.clone(),
+            work: staging.join("work"),
+            script: fake_root.to_owned(),
+            chroot,
+            store: store_dir.is_dir().then_some(store_dir),
+        };
+        recordings = buildimage_sandbox::run_fake_root(&job, &env.self_exe, env.cancel)
+            .map_err(|e| match e {
+                buildimage_sandbox::Error::NoShell => Error::message(format!(
+                    "{e}: enableFakechroot runs the script with the image's own /bin/sh, \
+                     which none of `contents` provides"
+                )),
+                other => Error::from(other),
+            })
+            .about(Input::FakeRootCommands)?;
+        if chroot {
+            // As nixpkgs packs a chrooted layer: without the mount points.
+            skip = &FAKE_CHROOT_MOUNTS;
+        }
+    }
+    let mut warnings = Warnings::default();
+    *tree = Tree::from_staged(&dir, &recordings, skip, &mut warnings)
+        .context(|| "Reading the customisation layer back failed".to_owned())
+        .about(input)?;
     warn_all(env, &warnings);
     Ok(staging)
 }

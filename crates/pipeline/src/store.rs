@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use buildimage_layer::{Node, Tree};
-use buildimage_nixdb::{Store, StorePath};
+use buildimage_nixdb::{Closure, Store, StorePath};
 
 use crate::error::{Error, Input, Result, ResultExt};
 
@@ -108,6 +108,28 @@ pub fn find_roots(store: &Store, tree: &Tree, extra: &[&[u8]]) -> Result<Vec<Sto
         hashes.extend(scanner.scan_bytes(data));
     }
     Ok(store.paths_with_hash_parts(&hashes)?)
+}
+
+/// The runtime closure of a layer: every store path that the files, symlink targets and
+/// names of `tree` or the image `config` name, and everything those reference; with NAR
+/// hashes and sizes when `nar_info` (they cost a read of every path). `layer` names the
+/// layer in errors ("the layer", "the customisation layer").
+pub(crate) fn runtime_closure(
+    store: &Store,
+    tree: &Tree,
+    config: &serde_json::Map<String, serde_json::Value>,
+    nar_info: bool,
+    layer: &str,
+) -> Result<Closure> {
+    let config_json = serde_json::to_vec(config).map_err(std::io::Error::from)?;
+    let roots = find_roots(store, tree, &[&config_json])
+        .map_err(|e| e.context(format!("Scanning {layer} for store paths failed")))?;
+    if nar_info {
+        store.closure_with_nar_info(&roots)
+    } else {
+        store.closure(&roots)
+    }
+    .context(|| format!("Computing the closure of {layer} failed"))
 }
 
 /// The items of `items` that are store paths themselves (`/nix/store/<hash>-<name>`, a

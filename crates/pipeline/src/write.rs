@@ -11,6 +11,14 @@ use buildimage_archive::{
 use crate::error::{Input, Result, ResultExt};
 use crate::{Env, auto_tag};
 
+/// The image name as it is written (lower-cased), checked with `tag` against Docker's
+/// reference grammar (an automatic tag is checked as `latest`, which has its form).
+pub(crate) fn image_name(name: &str, tag: Option<&str>) -> Result<String> {
+    let name = name.to_lowercase();
+    buildimage_archive::reference::validate(&name, tag.unwrap_or("latest"))?;
+    Ok(name)
+}
+
 /// What names and describes the image, whatever its layers.
 pub(crate) struct ImageHead<'a> {
     /// The image name, lower-cased.

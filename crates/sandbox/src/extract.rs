@@ -56,6 +56,7 @@ pub fn extract_layer(tar_path: &Path, dest: &Path) -> Result<Extracted> {
         dirs: BTreeMap::new(),
         extracted: Extracted::default(),
         skipped: BTreeSet::new(),
+        buffer: vec![0u8; 256 * 1024],
     };
     while let Some(member) = reader.next_member().map_err(tar_err)? {
         ex.entry(&member, &mut reader)?;
@@ -90,11 +91,14 @@ enum Copy {
 }
 
 /// Copies a member's data into its file, telling read errors from write errors.
-fn copy_data(from: &mut impl io::Read, to: &mut File) -> std::result::Result<(), Copy> {
+fn copy_data(
+    from: &mut impl io::Read,
+    to: &mut File,
+    buf: &mut [u8],
+) -> std::result::Result<(), Copy> {
     use std::io::Write as _;
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = match from.read(&mut buf) {
+        let n = match from.read(buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -126,6 +130,8 @@ struct Extractor<'a> {
     extracted: Extracted,
     /// Where skipped device nodes would have been, for hard links to them.
     skipped: BTreeSet<PathBuf>,
+    /// The copy buffer, one for every file of the layer.
+    buffer: Vec<u8>,
 }
 
 /// Splits a tar name into its components, without empty ones and `.`; `None` when a
@@ -244,7 +250,7 @@ impl Extractor<'_> {
                     .mode(0o600)
                     .open(&path)
                     .map_err(|e| Error::io("create", &path, e))?;
-                copy_data(data, &mut out).map_err(|e| match e {
+                copy_data(data, &mut out, &mut self.buffer).map_err(|e| match e {
                     Copy::Read(source) => Error::Tar {
                         path: self.tar.to_owned(),
                         source,

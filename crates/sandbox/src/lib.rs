@@ -1,6 +1,7 @@
 //! Runs build scripts: `runAsRoot` without a virtual machine (Linux namespaces, an overlay
-//! of the image's layers, and a chroot), and `extraCommands` as the invoking user
-//! ([`run_script`]).
+//! of the image's layers, and a chroot), `fakeRootCommands` as a fake root that records
+//! the owners and device nodes it cannot give ([`run_fake_root`]), and `extraCommands` as
+//! the invoking user ([`run_script`]).
 //!
 //! nixpkgs runs `runAsRoot` as root in a QEMU machine. This crate gives the script the same
 //! world with kernel features only: a root file system made of the base layers
@@ -12,7 +13,8 @@
 //! whiteouts.
 //!
 //! The work happens in two helper processes that re-execute the calling binary, so the
-//! crate needs no `fork` and no `unsafe`: the binary's `main` must hand `argv` to
+//! crate needs no `fork`; its only `unsafe` code is the seccomp filter of the fake root
+//! (`seccomp.rs`). The binary's `main` must hand `argv` to
 //! [`sandbox_main`] when `argv[1]` is [`SANDBOX_COMMAND`], before parsing anything else.
 //!
 //! ```no_run

@@ -55,7 +55,7 @@ pub fn run_script(name: &str, script: &str, dir: &Path, cancel: &Cancel) -> Resu
         if cancel.is_cancelled() {
             let _ = killpg(group, Signal::SIGKILL);
             let _ = child.wait();
-            cancel.check()?;
+            return Err(buildimage_layer::Interrupted.into());
         }
         std::thread::sleep(POLL);
     };

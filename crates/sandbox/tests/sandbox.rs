@@ -945,7 +945,10 @@ fn a_record_goes_with_the_last_name_of_its_object() {
     assert_eq!(owner_and_kind("plain"), (0, EntryKind::Data(Vec::new())));
     assert_eq!(owner_and_kind("fresh/"), (0, EntryKind::Directory));
     assert_eq!(owner_and_kind("link"), (2000, EntryKind::Data(Vec::new())));
-    assert_eq!(owner_and_kind("renamed"), (3000, EntryKind::Data(Vec::new())));
+    assert_eq!(
+        owner_and_kind("renamed"),
+        (3000, EntryKind::Data(Vec::new()))
+    );
     assert_eq!(owner_and_kind("replaced"), (0, EntryKind::Data(Vec::new())));
 }
 

@@ -53,6 +53,19 @@ pub fn docker() -> Docker {
     docker
 }
 
+/// The `name:tag` that `docker load` printed, for `what` it loaded.
+fn loaded_name(output: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("Loaded image: "))
+        .unwrap_or_else(|| {
+            panic!("docker load of {what} named no image (untagged archive?):\n{stdout}")
+        })
+        .trim()
+        .to_owned()
+}
+
 /// The daemon address from the variable's value, or a panic saying how to get one.
 pub fn docker_host(value: Option<&OsStr>) -> String {
     match value.and_then(OsStr::to_str) {
@@ -65,11 +78,6 @@ pub fn docker_host(value: Option<&OsStr>) -> String {
 }
 
 impl Docker {
-    /// The daemon address, for `docker -H`.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     /// A `docker -H HOST` command; the caller adds the rest.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(DOCKER);
@@ -116,18 +124,19 @@ impl Docker {
         } else {
             run_ok(self.command().arg("load").arg("-i").arg(archive))
         };
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("Loaded image: "))
-            .unwrap_or_else(|| {
-                panic!(
-                    "docker load of {} named no image (untagged archive?):\n{stdout}",
-                    archive.display()
-                )
-            })
-            .trim()
-            .to_owned()
+        loaded_name(&output, &archive.display().to_string())
+    }
+
+    /// Loads the archive a pipe (another process's standard output, say) carries, and
+    /// returns a guard that removes the image when dropped.
+    pub fn load_stream(&self, input: impl Into<Stdio>) -> ImageGuard<'_> {
+        let mut load = self.command();
+        load.arg("load").stdin(input);
+        let output = load
+            .output()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", display(&load)));
+        let name = loaded_name(&check(&load, output), "the stream");
+        self.guard(name)
     }
 
     /// Loads an archive like [`Docker::load`] and returns a guard that removes the image

@@ -67,10 +67,16 @@ impl TestDir {
         path
     }
 
-    /// Panics unless [`TestDir::tmp`] is empty: the builds left no temporary file.
+    /// Panics unless [`TestDir::tmp`] exists (a build was given it) and is empty: the
+    /// builds left no temporary file.
     pub fn assert_tmp_empty(&self) {
+        let tmp = self.join("tmp");
+        assert!(
+            tmp.is_dir(),
+            "no build used TestDir::tmp as its TMPDIR: the check would prove nothing"
+        );
         assert_eq!(
-            names(&self.tmp()),
+            names(&tmp),
             Vec::<String>::new(),
             "buildimage left temporary files in TMPDIR"
         );

@@ -186,14 +186,6 @@ impl Image {
         self.members.remove(index);
     }
 
-    /// Renames the member `from`.
-    pub fn rename(&mut self, from: &str, to: &str) {
-        let index = self
-            .position(from)
-            .unwrap_or_else(|| panic!("the archive has no member {from} to rename"));
-        self.members[index].name = to.as_bytes().to_vec();
-    }
-
     /// Writes `manifest.json` (compact, as Docker does).
     pub fn set_manifest(&mut self, manifest: &Value) {
         self.put("manifest.json", serde_json::to_vec(manifest).expect("JSON"));

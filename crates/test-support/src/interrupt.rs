@@ -18,8 +18,9 @@ use crate::run::Buildimage;
 /// or more, so a build that waits for its script fails this.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long the build's child processes may take to disappear once it has exited.
-const GONE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the build's child processes may take to disappear once it has exited: they
+/// are killed, not asked, so this is only the kernel's and the reaper's time.
+const GONE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The interval of every poll.
 const POLL: Duration = Duration::from_millis(5);

@@ -77,5 +77,15 @@ pub const EPOCH_1980: u64 = 315_532_800;
 /// nixpkgs' default `created`.
 pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:01Z";
 
+/// insta's settings for the cli tests' snapshots: kept in `crates/cli/tests/snapshots/`
+/// (the path is relative to the asserting file, one module folder below `tests/`), named
+/// as the test says, without the module's name.
+pub fn snapshot_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}
+
 /// The message every test that needs root fails with when it is not root.
 pub const NEEDS_ROOT: &str = "needs root (cargo xtask ci runs as root)";

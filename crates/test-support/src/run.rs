@@ -24,7 +24,7 @@ const NOBODY: &str = "65534";
 #[derive(Debug, Clone, Default)]
 pub struct Buildimage {
     cwd: Option<PathBuf>,
-    env: Vec<(OsString, Option<OsString>)>,
+    env: Vec<(OsString, OsString)>,
     umask: Option<String>,
     nobody: Option<PathBuf>,
     through: Vec<OsString>,
@@ -52,13 +52,7 @@ impl Buildimage {
     /// Sets the variable `key` to `value`.
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Buildimage {
         self.env
-            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
-        self
-    }
-
-    /// Removes the variable `key`.
-    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Buildimage {
-        self.env.push((key.as_ref().to_owned(), None));
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -183,12 +177,7 @@ impl Buildimage {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
-        for (key, value) in &self.env {
-            match value {
-                Some(value) => cmd.env(key, value),
-                None => cmd.env_remove(key),
-            };
-        }
+        cmd.envs(self.env.iter().map(|(key, value)| (key, value)));
         cmd
     }
 

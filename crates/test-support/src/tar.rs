@@ -430,7 +430,8 @@ pub fn tarsum(members: &[Member], with_names: bool) -> String {
             if with_names {
                 h.update(&m.gname);
             }
-            h.update(b"devmajor0devminor0");
+            let (major, minor) = m.device.unwrap_or((0, 0));
+            h.update(format!("devmajor{major}devminor{minor}").as_bytes());
             h.update(&m.data);
             hex(&h.finalize())
         })

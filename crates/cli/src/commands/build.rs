@@ -12,7 +12,9 @@ use buildimage_cli::{request, spec};
 use buildimage_nixdb::StorePath;
 use buildimage_pipeline::{Built, build_image};
 
-use super::common::{Writing, context, read_spec, refuse_json_on_stdout};
+use super::common::{
+    Writing, context, print_report, print_warnings, read_spec, refuse_json_on_stdout,
+};
 use crate::keys::InputNames;
 use crate::progress::Progress;
 use crate::signals::Signals;
@@ -32,9 +34,7 @@ pub fn run(args: &BuildArgs, quiet: bool, signals: &Signals, user_umask: u32) ->
         destination: dest.display().to_string(),
     };
     let progress = Progress::new(quiet, &names);
-    for warning in &parsed.warnings {
-        progress.println(&format!("warning: {warning}"));
-    }
+    print_warnings(&progress, &parsed.warnings);
     let request = request::build_image(&spec, &context(&args.source))?;
     // What can fail before any work fails before the output is touched.
     request.check().map_err(|e| names.error(e))?;
@@ -66,21 +66,21 @@ fn print_json(out_path: &std::path::Path, spec: &spec::Spec, built: &Built) -> R
         .layers
         .last()
         .context("the image has no layer")?;
-    let info = json!({
-        "imageName": built.name,
-        "imageTag": built.summary.tag,
-        "outPath": out_path,
+    let fields = json!({
         "layer": {
             "id": layer.id,
             "diffId": layer.diff_id_string(),
             "size": layer.size,
             "checksum": layer.tarsum,
         },
-        "configDigest": format!("sha256:{}", built.summary.config_digest),
-        "compressor": spec.compressor.as_str(),
         "storePaths": built.store_paths.iter().map(StorePath::as_str).collect::<Vec<_>>(),
-        "buildArgs": spec.build_args,
     });
-    println!("{}", serde_json::to_string_pretty(&info)?);
-    Ok(())
+    print_report(
+        &built.name,
+        &built.summary,
+        out_path,
+        spec.compressor,
+        &spec.build_args,
+        fields,
+    )
 }

@@ -158,3 +158,35 @@ impl Writing<'_> {
         Ok((built, out_path))
     }
 }
+
+/// Prints the `--json` report: what every build reports (`imageName`, `imageTag`,
+/// `outPath`, `configDigest`, `compressor`, `buildArgs`) and the command's own `fields`.
+pub fn print_report(
+    name: &str,
+    image: &ImageSummary,
+    out_path: &Path,
+    compressor: Compressor,
+    build_args: &serde_json::Value,
+    fields: serde_json::Value,
+) -> Result<()> {
+    let mut info = serde_json::json!({
+        "imageName": name,
+        "imageTag": image.tag,
+        "outPath": out_path,
+        "configDigest": format!("sha256:{}", image.config_digest),
+        "compressor": compressor.as_str(),
+        "buildArgs": build_args,
+    });
+    if let (Some(info), serde_json::Value::Object(fields)) = (info.as_object_mut(), fields) {
+        info.extend(fields);
+    }
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
+}
+
+/// Prints the spec's warnings (deprecated keys, ignored ones) on standard error.
+pub fn print_warnings(progress: &Progress<'_>, warnings: &[String]) {
+    for warning in warnings {
+        progress.println(&format!("warning: {warning}"));
+    }
+}

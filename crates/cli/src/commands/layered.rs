@@ -13,7 +13,9 @@ use buildimage_cli::spec::layered::{self, Function, LayeredSpec};
 use buildimage_nixdb::StorePath;
 use buildimage_pipeline::{BuiltLayered, build_layered};
 
-use super::common::{Writing, context, read_spec, refuse_json_on_stdout};
+use super::common::{
+    Writing, context, print_report, print_warnings, read_spec, refuse_json_on_stdout,
+};
 use crate::keys::InputNames;
 use crate::progress::Progress;
 use crate::signals::Signals;
@@ -39,6 +41,7 @@ pub fn run(
         destination: dest.display().to_string(),
     };
     let progress = Progress::new(quiet, &names);
+    print_warnings(&progress, &parsed.warnings);
     let request = request::build_layered(&spec, &context(&args.source))?;
     request.check().map_err(|e| names.error(e))?;
 
@@ -87,15 +90,12 @@ fn print_json(out_path: &std::path::Path, spec: &LayeredSpec, built: &BuiltLayer
             layer
         })
         .collect();
-    let info = json!({
-        "imageName": built.name,
-        "imageTag": built.summary.tag,
-        "outPath": out_path,
-        "configDigest": format!("sha256:{}", built.summary.config_digest),
-        "compressor": spec.compressor.as_str(),
-        "layers": layers,
-        "buildArgs": spec.build_args,
-    });
-    println!("{}", serde_json::to_string_pretty(&info)?);
-    Ok(())
+    print_report(
+        &built.name,
+        &built.summary,
+        out_path,
+        spec.compressor,
+        &spec.build_args,
+        json!({ "layers": layers }),
+    )
 }

@@ -33,16 +33,6 @@ pub enum Function {
     Stream,
 }
 
-impl Function {
-    /// The dockerTools name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Function::Build => "buildLayeredImage",
-            Function::Stream => "streamLayeredImage",
-        }
-    }
-}
-
 /// Every key of a `buildLayeredImage` spec, in nixpkgs' order of arguments, then the
 /// extension key `closureInfo`, then `compressor`, the one key `streamLayeredImage` lacks.
 const KNOWN_KEYS: [&str; 24] = [

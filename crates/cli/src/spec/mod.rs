@@ -363,7 +363,7 @@ pub fn parse_value(value: Value, base_dir: &Path) -> Result<Parsed, SpecError> {
         run_as_root: opt_string(map, "runAsRoot")?,
         disk_size: opt_u64(map, "diskSize")?,
         build_vm_memory_size: opt_u64(map, "buildVMMemorySize")?,
-        created: opt_created(map)?,
+        created: opt_time(map, "created")?,
         compressor: opt_compressor(map, &name)?,
         include_nix_db: opt_bool(map, "includeNixDB")?,
         meta: opt_object(map, "meta")?.cloned().map(Value::Object),
@@ -400,10 +400,6 @@ fn copy_to_root(
          buildEnv {{ ... }}; or similar if you intend to add packages to /bin."
     ));
     path_list(map, "contents", base_dir)
-}
-
-fn opt_created(map: &Map<String, Value>) -> Result<Created, SpecError> {
-    opt_time(map, "created")
 }
 
 /// A time key (`created`, `mtime`): `"now"`, an RFC 3339 date-time, or null.

@@ -97,6 +97,7 @@ impl Case {
     /// [`Case::build`] with more arguments, such as `--store DIR`.
     pub fn build_with(&self, name: &str, spec: &Value, args: &[&OsStr]) -> Built {
         let built = self.command(name, spec, args).json();
+        assert_eq!(built.archive, self.out(name, spec), "outPath");
         self.assert_tmp_empty();
         built
     }
@@ -110,8 +111,6 @@ impl Case {
         before.retain(|n| *n != spec_file);
         let output = self.command(name, spec, &[]).run_err();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        // Shown with --nocapture, to read the messages users get.
-        eprintln!("buildimage build {name}.json:\n{stderr}");
         let out = self.out(name, spec);
         assert!(
             !out.exists(),

@@ -9,10 +9,10 @@
 
 use std::fmt::Write as _;
 
-use buildimage_test_support::{Buildimage, Image, mkdir, names, stderr, write};
+use buildimage_test_support::{Buildimage, Image, mkdir, names, snapshot_settings, stderr, write};
 use serde_json::json;
 
-use super::{snapshot_settings, test_dir};
+use super::test_dir;
 
 /// Builds `spec_text` (with the variables `env`) in a fresh folder that also holds a
 /// folder `dir` and a file `file`; asserts that it fails, prints nothing on standard
@@ -251,10 +251,16 @@ fn errors_paths_and_sources() {
         r#"{"name": "x", "runAsRoot": "touch /x"}"#,
     ]));
     // A missing source's cause is given once, not repeated by its context.
-    for block in messages
+    let missing: Vec<&str> = messages
         .split("\n\n")
         .filter(|b| b.contains("does-not-exist"))
-    {
+        .collect();
+    assert_eq!(
+        missing.len(),
+        2,
+        "the two missing-source cases:\n{messages}"
+    );
+    for block in missing {
         assert_eq!(
             block.matches("No such file or directory").count(),
             1,

@@ -18,15 +18,6 @@ mod outputs;
 use buildimage_test_support::{Buildimage, Image, Output, TestDir};
 use serde_json::Value;
 
-/// insta's settings for the snapshots of this module: kept in `tests/snapshots/` (the
-/// path is relative to the file that asserts), named as the test says.
-fn snapshot_settings() -> insta::Settings {
-    let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path("../snapshots");
-    settings.set_prepend_module_to_snapshot(false);
-    settings
-}
-
 /// A fresh test folder for this module.
 fn test_dir() -> TestDir {
     TestDir::new("bi-build.")

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{snapshot_settings, test_dir};
+use super::test_dir;
 use buildimage_test_support::{
-    Buildimage, Image, TestDir, mkdir, names, sha256_hex, stderr, write,
+    Buildimage, Image, TestDir, mkdir, names, sha256_hex, snapshot_settings, stderr, write,
 };
 
 /// A spec using the deprecated `contents`, so that the build prints a warning.

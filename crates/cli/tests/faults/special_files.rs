@@ -1,5 +1,5 @@
 //! A source tree with every odd thing a file system holds, packed and read back by
-//! `skopeo copy` + `umoci unpack` ([`crate::unpack_oci`]): what comes out must be
+//! `skopeo copy` + `umoci unpack` ([`buildimage_test_support::unpack_oci`]): what comes out must be
 //! what went in, as the README says it is packed (sockets skipped with a warning, hard
 //! links as separate files, symlinks kept as they are, the root made `ug+w`).
 //!

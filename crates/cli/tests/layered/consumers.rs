@@ -3,13 +3,12 @@
 //! system that `build` makes of the same files.
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::json;
 
-use buildimage_test_support::{Buildimage, docker, mkdir, run_ok, stderr, unpack_oci};
+use buildimage_test_support::{Buildimage, docker, ln_s, mkdir, run_ok, stderr, unpack_oci};
 
 use super::{
     APP_A, APP_B, BUSYBOX, EPOCH, SHARED, SHARED_TEXT, build_layered, build_with, fixture,
@@ -94,30 +93,13 @@ fn stream_layered_output_loads_through_a_pipe() {
         .stream_layered(&spec)
         .store(fx.store());
     let mut child = stream.spawn(Stdio::piped(), Stdio::piped());
-    let load = docker
-        .command()
-        .arg("load")
-        .stdin(child.stdout.take().expect("piped stdout"))
-        .output()
-        .expect("start docker load");
+    let image = docker.load_stream(child.stdout.take().expect("piped stdout"));
     let streamed = child.wait_with_output().expect("wait for stream-layered");
     assert!(
         streamed.status.success(),
         "stream-layered: {}",
         stderr(&streamed)
     );
-    assert!(
-        load.status.success(),
-        "docker load: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    let loaded = String::from_utf8_lossy(&load.stdout);
-    let name = loaded
-        .lines()
-        .find_map(|l| l.strip_prefix("Loaded image: "))
-        .unwrap_or_else(|| panic!("docker load named no image: {loaded}"))
-        .to_owned();
-    let image = docker.guard(name);
     let out = docker.run(image.name(), &[]);
     assert_eq!(out.assert_success(), format!("{SHARED_TEXT}\napp-a\n"));
 }
@@ -138,7 +120,7 @@ fn link_tree(store: &Path, paths: &[&str], root: &Path) {
                 walk(&host, &in_store, &at);
             } else if fs::symlink_metadata(&at).is_err() {
                 let target = fs::read_link(&host).unwrap_or(in_store);
-                symlink(&target, &at).expect("make a link");
+                ln_s(&target, &at);
             }
         }
     }

@@ -11,7 +11,8 @@ use std::path::Path;
 use serde_json::json;
 
 use buildimage_test_support::{
-    BaseImage, Buildimage, Member, TestDir, chmod, mkdir, names, stderr, write, write_tar,
+    BaseImage, Buildimage, Member, TestDir, chmod, mkdir, names, snapshot_settings, stderr, write,
+    write_tar,
 };
 
 use super::{EPOCH, scratch};
@@ -65,6 +66,7 @@ fn fails(subcommand: &str, spec_text: &str) -> String {
     let spec = dir.spec_text(spec_text);
     let mut cmd = Buildimage::new();
     cmd.cwd(dir.path())
+        .tmpdir(&dir.tmp())
         .arg(subcommand)
         .arg(&spec)
         .store("store");
@@ -74,7 +76,7 @@ fn fails(subcommand: &str, spec_text: &str) -> String {
     let output = cmd.run_err();
     assert_eq!(
         names(dir.path()),
-        ["base2.tar", "dir", "spec.json", "store"],
+        ["base2.tar", "dir", "spec.json", "store", "tmp"],
         "no output file for {spec_text}"
     );
     dir.assert_tmp_empty();
@@ -159,22 +161,4 @@ fn json_report_layered() {
     snapshot_settings().bind(|| {
         insta::assert_json_snapshot!("json_report_layered", built.info, { ".outPath" => "[outPath]" });
     });
-}
-
-#[test]
-fn help_of_the_layered_commands_matches_the_snapshots() {
-    for subcommand in ["build-layered", "stream-layered"] {
-        let output = Buildimage::new().args([subcommand, "--help"]).run_ok();
-        let help = String::from_utf8(output.stdout).expect("UTF-8 help");
-        let name = format!("help_buildimage_{}", subcommand.replace('-', "_"));
-        snapshot_settings().bind(|| insta::assert_snapshot!(name, help));
-    }
-}
-
-/// insta's settings: snapshots in `tests/snapshots/`, named as the test says.
-fn snapshot_settings() -> insta::Settings {
-    let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path("../snapshots");
-    settings.set_prepend_module_to_snapshot(false);
-    settings
 }

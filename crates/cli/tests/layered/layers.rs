@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use buildimage_test_support::nix::copy_store;
+use buildimage_test_support::nix::{copy_store, sqlite};
 use buildimage_test_support::{Buildimage, Image, Member};
 
 use super::{
-    APP_A, APPLETS, BUSYBOX, EPOCH, SHARED, build_layered, fixture, layer_of, layers, scratch,
+    APP_A, APP_B, APPLETS, BUSYBOX, EPOCH, SHARED, build_layered, fixture, layers, scratch,
 };
 
 /// The spec of an image that runs `APP_A`, its files linked into the root by `contents`.
@@ -144,7 +144,8 @@ fn every_store_source_gives_the_same_bytes() {
     );
     let gz = build_layered(dir.path(), "gz", &app_a_spec("gz"), fx.store());
     assert_eq!(
-        gz.info["configDigest"], with_db.info["configDigest"],
+        gz.str("configDigest"),
+        with_db.str("configDigest"),
         "the compressor changes the archive, not the image"
     );
 }
@@ -181,7 +182,16 @@ fn max_layers_merges_the_least_popular_paths_into_the_last_store_layer() {
 
     spec["maxLayers"] = json!(4);
     let four = layers(&build_layered(dir.path(), "four", &spec, fx.store()));
-    assert_eq!(four.len(), 4, "exactly one layer per path: {four:#?}");
+    let (custom, store) = four.split_last().expect("layers");
+    assert_eq!(custom.kind, "customisation");
+    assert!(
+        store
+            .iter()
+            .all(|l| l.kind == "store" && l.store_paths.len() == 1),
+        "exactly one layer per path: {four:#?}"
+    );
+    let packed: BTreeSet<String> = store.iter().flat_map(|l| l.store_paths.clone()).collect();
+    assert_eq!(packed, closure);
     spec["maxLayers"] = json!(100);
     let hundred = build_layered(dir.path(), "hundred", &spec, fx.store());
     assert_eq!(
@@ -189,7 +199,6 @@ fn max_layers_merges_the_least_popular_paths_into_the_last_store_layer() {
         four,
         "more layers than paths change nothing"
     );
-    assert_eq!(layer_of(&four, fx.path(SHARED)).kind, "store");
 }
 
 #[test]
@@ -202,4 +211,43 @@ fn include_store_paths_false_leaves_only_the_customisation_layer() {
     let layers = layers(&built);
     assert_eq!(layers.len(), 1, "{layers:#?}");
     assert_eq!(layers[0].kind, "customisation");
+}
+
+#[test]
+fn the_store_database_is_read_rather_than_the_files_scanned() {
+    // A reference only the database knows (libshared → app-b, which no file names): a
+    // build that reads the database packs app-b, a scan of the same files does not.
+    let fx = fixture();
+    let dir = scratch();
+    let store = dir.join("with-db");
+    copy_store(fx.store(), &store, true);
+    let db = store.join("nix/var/nix/db/db.sqlite");
+    sqlite(
+        &db,
+        &format!(
+            "INSERT INTO Refs (referrer, reference) SELECT a.id, b.id FROM ValidPaths a, \
+             ValidPaths b WHERE a.path = '{}' AND b.path = '{}'",
+            fx.path(SHARED),
+            fx.path(APP_B)
+        ),
+    );
+    let spec = app_a_spec("none");
+    let packed = |built: &buildimage_test_support::Built| -> BTreeSet<String> {
+        layers(built)
+            .into_iter()
+            .flat_map(|l| l.store_paths)
+            .collect()
+    };
+    let from_db = packed(&build_layered(dir.path(), "db", &spec, &store));
+    let mut want = fx.closure_of(&[APP_A, BUSYBOX]);
+    want.insert(fx.path(APP_B).to_owned());
+    assert_eq!(from_db, want, "the database's references");
+    let scanned_store = dir.join("scanned");
+    copy_store(fx.store(), &scanned_store, false);
+    let scanned = packed(&build_layered(dir.path(), "scanned", &spec, &scanned_store));
+    assert_eq!(
+        scanned,
+        fx.closure_of(&[APP_A, BUSYBOX]),
+        "the files' references"
+    );
 }

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use buildimage_test_support::nix::{BuiltStore, nix_store, stdout};
-use buildimage_test_support::{Buildimage, Built, TestDir, chmod, run_ok};
+use buildimage_test_support::{Buildimage, Built, TestDir, run_ok};
 
 /// `SOURCE_DATE_EPOCH` of every build here, the customisation layer's time.
 pub const EPOCH: u64 = 1_600_000_000;
@@ -105,8 +105,6 @@ pub fn fixture() -> &'static Fixture {
             "nix-build printed {:?}",
             built.outputs
         );
-        // `nobody` builds from this store too: let it in (the store's own modes stay).
-        chmod(&built.dir, 0o755);
         Fixture { built }
     })
 }

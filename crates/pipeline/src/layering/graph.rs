@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 pub struct Vertex {
     /// The store path (or any name, in tests).
     pub name: String,
-    /// Its NAR size, when known (0 otherwise).
-    pub nar_size: u64,
 }
 
 /// A directed graph of store paths, as nixpkgs' layering code keeps it: vertices in order,
@@ -51,9 +49,8 @@ impl Graph {
         Graph {
             vertices: nodes
                 .iter()
-                .map(|(name, nar_size, _)| Vertex {
+                .map(|(name, _, _)| Vertex {
                     name: (*name).to_owned(),
-                    nar_size: *nar_size,
                 })
                 .collect(),
             edges,
@@ -112,6 +109,15 @@ impl Graph {
             stack.extend(next[v].iter().copied().filter(|&n| !seen[n]));
         }
         seen
+    }
+
+    /// The graph of vertex `v` alone (no self-references, so no edges).
+    #[must_use]
+    pub fn single(&self, v: usize) -> Graph {
+        Graph {
+            vertices: vec![self.vertices[v].clone()],
+            edges: Vec::new(),
+        }
     }
 
     /// The subgraph of the vertices whose flag is set, in their order, with the edges

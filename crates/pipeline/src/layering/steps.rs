@@ -317,11 +317,7 @@ fn apply(step: &Step, data: Data, at: &str) -> Result<Data, StepError> {
             let g = graph(data, "popularity_contest", at)?;
             let singles = popularity::order(&g)
                 .into_iter()
-                .map(|v| {
-                    let mut keep = vec![false; g.len()];
-                    keep[v] = true;
-                    Data::Graph(g.induced(&keep))
-                })
+                .map(|v| Data::Graph(g.single(v)))
                 .collect();
             Data::List(singles)
         }
@@ -426,7 +422,8 @@ pub(crate) fn apply_for_tests(step: &Step, data: Data) -> Data {
     apply(step, data, "[0]").unwrap()
 }
 
-/// The graphs of `data`, depth first, dictionaries in key order.
+/// The graphs of `data`, depth first, a dictionary's values in insertion order (`main`,
+/// `common`, `rest`), as Python iterates them.
 fn flatten(data: Data) -> Vec<Graph> {
     match data {
         Data::Graph(g) => vec![g],
