@@ -18,8 +18,14 @@ pub struct BaseRequest {
     pub tag: Option<String>,
 }
 
+/// The read-base stage: the base image `request` names, if any.
+pub fn read_stage(request: Option<&BaseRequest>, env: &Env<'_>) -> Result<Option<BaseImage>> {
+    env.events.stage(crate::Stage::ReadBase);
+    request.map(|request| read(request, env)).transpose()
+}
+
 /// Reads the base image `request` names: config, layers in a scratch folder.
-pub fn read(request: &BaseRequest, env: &Env<'_>) -> Result<BaseImage> {
+fn read(request: &BaseRequest, env: &Env<'_>) -> Result<BaseImage> {
     let select = Select {
         name: request.name.as_deref(),
         tag: request.tag.as_deref(),

@@ -89,11 +89,7 @@ pub fn build_image(
     request.check()?;
     let name = request.name.to_lowercase();
 
-    env.events.stage(Stage::ReadBase);
-    let base = match &request.from_image {
-        Some(from) => Some(base::read(from, env)?),
-        None => None,
-    };
+    let base = base::read_stage(request.from_image.as_ref(), env)?;
     let base_fs = match &base {
         Some(image) => base::filesystem(image)?,
         None => BaseFs::new(),

@@ -138,11 +138,7 @@ pub fn build_layered(
     request.check()?;
     let name = request.name.to_lowercase();
 
-    env.events.stage(Stage::ReadBase);
-    let base = match &request.from_image {
-        Some(from) => Some(base::read(from, env)?),
-        None => None,
-    };
+    let base = base::read_stage(request.from_image.as_ref(), env)?;
     let base_image = base.as_ref();
     let base_layers = base_image.map_or(0, |b| b.layers.len());
     let pipeline = match &request.layering {
