@@ -34,6 +34,15 @@ pub enum Error {
         /// Size actually written.
         written: u64,
     },
+    /// A destination (a registry, the Docker engine, a layout) refused or failed.
+    #[error("{message}")]
+    Destination {
+        /// What went wrong, naming the destination and what was being sent.
+        message: String,
+        /// The cause, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The output cannot be written where it was asked to go.
     #[error("{0}")]
     Output(String),

@@ -108,13 +108,31 @@ pub fn assemble(
                     size: base.size,
                     plan_digest: None,
                     diff_id: Some(base.diff_id),
+                    key: None,
                     name: &base.member,
                 },
                 Box::new(TarSource { base, cancel }),
             ),
             LayerData::Planned(entries) => {
-                let plan = Plan::of(entries)?;
                 name = format!("layer {}", index + 1);
+                let key = entries.key();
+                if let Some(key) = &key {
+                    let info = LayerInfo {
+                        index,
+                        kind: layer.kind,
+                        size: 0,
+                        plan_digest: None,
+                        diff_id: None,
+                        key: Some(*key),
+                        name: &name,
+                    };
+                    if let Some(record) = dest.known(&info, key)? {
+                        observer.layer_done(index, &record);
+                        records.push(record);
+                        continue;
+                    }
+                }
+                let plan = Plan::of(entries)?;
                 (
                     LayerInfo {
                         index,
@@ -122,6 +140,7 @@ pub fn assemble(
                         size: plan.size(),
                         plan_digest: Some(plan.digest()),
                         diff_id: None,
+                        key,
                         name: &name,
                     },
                     Box::new(PlannedSource { entries, cancel }),

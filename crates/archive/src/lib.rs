@@ -45,6 +45,7 @@
 //! output has no name or time stamp, and zstd output uses a fixed level with at least one
 //! worker, which makes it independent of the number of workers.
 
+pub mod cache;
 pub mod compress;
 mod config;
 pub mod created;
@@ -57,13 +58,16 @@ pub mod output;
 pub mod read;
 pub mod reference;
 
+pub use cache::LayerCache;
 pub use compress::{Compressed, Compressor};
 pub use config::{
     ImageConfig, LayerMeta, ManifestEntry, RootFs, manifest_bytes, merge_base_config, merge_config,
     merge_layered_config, repositories_bytes,
 };
 pub use dest::{
-    Destination, DockerArchive, ImageMeta, LayerInfo, LayerKind, LayerRecord, LayerSource, Layout,
+    Blob, BlobImage, BlobStats, BlobStore, BlobWriter, Destination, DockerArchive, ImageMeta,
+    LayerInfo, LayerKind, LayerRecord, LayerSource, Layout, ManifestFormat, OciArchive, OciLayout,
+    oci_manifest_bytes,
 };
 pub use error::{Error, Result};
 pub use image::{

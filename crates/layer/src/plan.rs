@@ -19,6 +19,13 @@ pub trait LayerEntries {
     fn checksummed(&self) -> Option<usize> {
         None
     }
+
+    /// A digest that names the layer's bytes without listing it, for a layer that is a
+    /// pure function of inputs that never change (the store paths of a store layer) and
+    /// of how it is packed; `None` for a layer that must be read to be known.
+    fn key(&self) -> Option<[u8; 32]> {
+        None
+    }
 }
 
 impl LayerEntries for [Entry] {

@@ -10,6 +10,7 @@ use buildimage_layer::{
     Entry, EntryKind, LayerEntries, Owner, Tree, for_each_by_path, for_each_in_tree,
 };
 use buildimage_nixdb::{Closure, Store, StorePath};
+use sha2::{Digest, Sha256};
 
 /// Mode of the `/nix` and `/nix/store` entries added in front of a closure: every user can
 /// traverse them, as in nixpkgs' `buildImage`.
@@ -196,19 +197,34 @@ pub struct StoreLayer {
     owner: Owner,
     mtime: u64,
     listing: Listing,
+    key: Option<[u8; 32]>,
 }
 
+/// Names how store layers are packed, in their keys: changes whenever the same store
+/// paths with the same owner and time would give other bytes.
+const STORE_LAYER_FORMAT: &[u8] = b"buildimage store layer 1\0";
+
 impl StoreLayer {
-    /// A layer of `paths` (read from `store`), owned by `owner`, dated `mtime`.
-    pub fn new(paths: &[StorePath], store: &Store, owner: Owner, mtime: u64) -> Self {
+    /// A layer of `paths` (read from `store`, described by `closure`), owned by `owner`,
+    /// dated `mtime`.
+    pub fn new(
+        paths: &[StorePath],
+        store: &Store,
+        closure: &Closure,
+        owner: Owner,
+        mtime: u64,
+    ) -> Self {
+        let paths: Vec<(StorePath, PathBuf)> = paths
+            .iter()
+            .map(|p| (p.clone(), store.host_path(p)))
+            .collect();
+        let key = store_layer_key(&paths, closure, &owner, mtime);
         StoreLayer {
-            paths: paths
-                .iter()
-                .map(|p| (p.clone(), store.host_path(p)))
-                .collect(),
+            paths,
             owner,
             mtime,
             listing: Listing::default(),
+            key,
         }
     }
 
@@ -244,6 +260,54 @@ impl LayerEntries for StoreLayer {
         }
         self.listing.each(&|f| self.walk(f), f)
     }
+
+    fn key(&self) -> Option<[u8; 32]> {
+        self.key
+    }
+}
+
+/// The key of a store layer: its store paths in order, each with its NAR hash, and how it
+/// is packed (format, owner, time). A store path never changes once made, so the key
+/// names the layer's bytes. A path whose NAR hash is not known (a store scanned without a
+/// database) is named by where it lies on the host and its folder's inode and change time
+/// instead, so that a store rebuilt in place is not taken for the old one; a path that
+/// cannot be looked at gives no key (the layer is read).
+fn store_layer_key(
+    paths: &[(StorePath, PathBuf)],
+    closure: &Closure,
+    owner: &Owner,
+    mtime: u64,
+) -> Option<[u8; 32]> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+
+    let mut hasher = Sha256::new();
+    hasher.update(STORE_LAYER_FORMAT);
+    hasher.update(format!(
+        "{}:{}:{}:{}:{mtime}\0",
+        owner.uid, owner.gid, owner.uname, owner.gname
+    ));
+    for (path, host) in paths {
+        hasher.update(path.as_str().as_bytes());
+        hasher.update(b"\0");
+        if let Some(hash) = closure.get(path).and_then(|info| info.nar_hash) {
+            hasher.update(b"nar:");
+            hasher.update(hash);
+        } else {
+            let md = std::fs::symlink_metadata(host).ok()?;
+            hasher.update(b"host:");
+            hasher.update(host.as_os_str().as_bytes());
+            hasher.update(format!(
+                "\0{}:{}:{}.{}",
+                md.dev(),
+                md.ino(),
+                md.ctime(),
+                md.ctime_nsec()
+            ));
+        }
+        hasher.update(b"\0");
+    }
+    Some(hasher.finalize().into())
 }
 
 /// An entry's path without the trailing `/` of a folder.

@@ -323,6 +323,7 @@ fn store_layers(
             Ok(StoreLayer::new(
                 &paths,
                 store,
+                &closure,
                 owner.clone(),
                 request.store_mtime,
             ))

@@ -135,6 +135,7 @@ impl<W: Write> Destination for DockerArchive<W> {
                 size: info.size,
                 tarsum: None,
                 id,
+                blob: None,
             });
         }
         let legacy = self.layout == Layout::Legacy;
@@ -165,6 +166,7 @@ impl<W: Write> Destination for DockerArchive<W> {
             size: digest.size,
             tarsum: digest.tarsum,
             id,
+            blob: None,
         })
     }
 

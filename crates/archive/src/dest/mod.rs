@@ -1,14 +1,19 @@
 //! Where an image goes: the [`Destination`] trait, and one module per kind of destination
-//! that implements it (the docker-archive today).
+//! that implements it: the docker-archive, and images stored as blobs ([`BlobImage`]) in
+//! an OCI layout ([`OciLayout`]) or any other [`BlobStore`] (a registry).
 //!
 //! [`crate::assemble`] hands a destination the image's layers one at a time, lowest first,
 //! then the config, then the reference (`name:tag`). A destination receives each layer as a
 //! stream of known size and learns its digests as it is written; it may decline to read a
 //! layer it already holds (a registry that has the blob, a layout that stores it), which is
-//! what makes repeated pushes cheap. Whole-archive compression is a property of the
-//! docker-archive ([`crate::Compressed`] around its writer), not of the trait.
+//! what makes repeated pushes cheap; a layer whose bytes a key names (a store layer) may
+//! be answered from what the destination knows by [`Destination::known`] before it is even
+//! planned. Whole-archive compression is a property of the docker-archive
+//! ([`crate::Compressed`] around its writer); per-layer compression one of [`BlobImage`].
 
+mod blobs;
 mod docker_archive;
+mod oci;
 
 use std::io::Write;
 
@@ -19,7 +24,11 @@ use buildimage_layer::LayerDigest;
 
 use crate::error::Result;
 
+pub use blobs::{
+    Blob, BlobImage, BlobStats, BlobStore, BlobWriter, ManifestFormat, oci_manifest_bytes,
+};
 pub use docker_archive::{DockerArchive, Layout};
+pub use oci::{OciArchive, OciLayout};
 
 /// What a destination is told of the image before its layers.
 #[derive(Debug, Clone)]
@@ -72,6 +81,8 @@ pub struct LayerInfo<'a> {
     pub plan_digest: Option<[u8; 32]>,
     /// Its diff id, when known before it is written (base layers).
     pub diff_id: Option<[u8; 32]>,
+    /// The key that names its bytes before they are read (a store layer), for a cache.
+    pub key: Option<[u8; 32]>,
     /// How messages name it: a base archive's member, `layer 3`, …
     pub name: &'a str,
 }
@@ -93,8 +104,11 @@ pub struct LayerRecord {
     pub size: u64,
     /// moby's tarsum, if the destination asked for it.
     pub tarsum: Option<String>,
-    /// The layer's name at the destination (a docker-archive's layer folder).
+    /// The layer's name at the destination (a docker-archive's layer folder, a blob's
+    /// digest).
     pub id: String,
+    /// The compressed blob, for destinations that compress layers one by one.
+    pub blob: Option<Blob>,
 }
 
 impl LayerRecord {
@@ -110,6 +124,13 @@ impl LayerRecord {
 pub trait Destination {
     /// Starts the image `meta` describes.
     fn begin(&mut self, meta: &ImageMeta) -> Result<()>;
+
+    /// Answers a layer whose bytes `key` names (see [`LayerInfo::key`]) without reading
+    /// it, when the destination holds it already; `None` means it must be written with
+    /// [`Destination::layer`]. `info.size` is not known yet (0).
+    fn known(&mut self, _info: &LayerInfo<'_>, _key: &[u8; 32]) -> Result<Option<LayerRecord>> {
+        Ok(None)
+    }
 
     /// Takes one layer: streams it from `source` (or, when the destination already holds
     /// a layer of this diff id, need not).
