@@ -78,6 +78,11 @@ pub fn docker_host(value: Option<&OsStr>) -> String {
 }
 
 impl Docker {
+    /// The daemon's address, as `DOCKER_HOST` takes it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// A `docker -H HOST` command; the caller adds the rest.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(DOCKER);

@@ -18,6 +18,10 @@
 //!   layers plain or compressed;
 //! - the external tools: a private Docker daemon ([`docker()`]), `skopeo` with `umoci`
 //!   ([`unpack_oci`]), a `find`-like [`listing`], [`require_tool`] and friends;
+//! - a private registry ([`Registry`]: distribution 2.8, plain or TLS, anonymous, htpasswd
+//!   or token auth, stopped and started again, the requests it served read from its
+//!   access log), a [`FaultProxy`] in front of it that fails or cuts requests, and
+//!   [`skopeo_inspect`];
 //! - test folders and files: [`TestDir`], [`mkdir`], [`write()`], [`chmod`], [`ln_s`],
 //!   [`names`], [`sha256_hex`], [`wait_for`], and a static busybox image root
 //!   ([`busybox_root`]).
@@ -49,6 +53,7 @@ mod image;
 mod interrupt;
 pub mod nix;
 mod oci;
+mod registry;
 mod run;
 pub mod tar;
 
@@ -65,6 +70,10 @@ pub use crate::image::{
 };
 pub use crate::interrupt::{Interrupt, Stopped, alive, processes_matching};
 pub use crate::oci::{Unpacked, kind_letter, listing, tree_lines, unpack_oci};
+pub use crate::registry::{
+    Action, Auth, FaultProxy, LoggedRequest, Outcome, ProxiedRequest, Registry, RegistryConfig,
+    Rule, TOKEN_ISSUER, TOKEN_SERVICE, skopeo_inspect,
+};
 pub use crate::run::{Buildimage, Built, stderr};
 pub use crate::tar::{Member, TarWriter, decompress, member, read_tar, tarsum, write_tar};
 
