@@ -8,13 +8,18 @@ use anyhow::{Context, Result, bail};
 
 use crate::process::{self, Group};
 
-/// What the tests need: Docker (daemon and matching client), skopeo and umoci as
-/// independent archive readers, `nix-store` as the oracle for store databases, and the
-/// small tools the tests use to build and inspect fixtures.
+/// What the tests need: Docker (daemon and matching client), skopeo, umoci and podman as
+/// independent image readers, a registry to push to (distribution, with `htpasswd` and
+/// `openssl` for its users and certificates), `nix-store` as the oracle for store
+/// databases, and the small tools the tests use to build and inspect fixtures.
 pub const PACKAGES: &[&str] = &[
     "docker.io",
     "skopeo",
     "umoci",
+    "podman",
+    "docker-registry",
+    "apache2-utils",
+    "openssl",
     "nix-bin",
     "zstd",
     "busybox-static",

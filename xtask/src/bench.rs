@@ -286,7 +286,7 @@ fn extension(compressor: &str) -> &'static str {
 const MAX_LAYERS: u32 = 100;
 
 /// A path for `bash -c`.
-fn shell_quote(path: &Path) -> String {
+pub(crate) fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
@@ -336,7 +336,7 @@ fn measure(case: &Case<'_>, runs: usize, time_file: &Path) -> Result<Vec<Row>> {
 /// for every path it builds or substitutes: the references are found by scanning, once, as
 /// Nix finds them after a build. A database made for another top path (the corpus was
 /// made again) is made again.
-fn register(corpus: &Path, top_name: &str) -> Result<()> {
+pub(crate) fn register(corpus: &Path, top_name: &str) -> Result<()> {
     use buildimage_nixdb::{Store, StorePath, write_db};
     let db = corpus.join("nix/var/nix/db");
     let stamp = db.join("bench-top-path");
@@ -370,7 +370,7 @@ fn view_without_db(work: &Path, size: &str, corpus: &Path) -> Result<PathBuf> {
 }
 
 /// `shared/` beside the checkout (where CI and developers have it), or `BUILDIMAGE_SHARED`.
-fn shared_dir(root: &Path) -> Result<PathBuf> {
+pub(crate) fn shared_dir(root: &Path) -> Result<PathBuf> {
     let dir =
         std::env::var_os("BUILDIMAGE_SHARED").map_or_else(|| root.join("../shared"), PathBuf::from);
     if !dir.join("bench/make-corpus.py").exists() {
@@ -384,7 +384,7 @@ fn shared_dir(root: &Path) -> Result<PathBuf> {
 }
 
 /// Makes the corpus when missing (the script skips what exists) and returns its top path.
-fn make_corpus(shared: &Path, corpus: &Path, size: &str) -> Result<PathBuf> {
+pub(crate) fn make_corpus(shared: &Path, corpus: &Path, size: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(corpus)?;
     let mut cmd = Command::new("python3");
     cmd.arg(shared.join("bench/make-corpus.py"))
@@ -402,7 +402,7 @@ fn make_corpus(shared: &Path, corpus: &Path, size: &str) -> Result<PathBuf> {
 }
 
 /// Runs `cmd` to completion, its output discarded, and returns its wall time in seconds.
-fn timed(cmd: &mut Command) -> Result<f64> {
+pub(crate) fn timed(cmd: &mut Command) -> Result<f64> {
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let start = Instant::now();
@@ -418,7 +418,7 @@ fn timed(cmd: &mut Command) -> Result<f64> {
     Ok(secs)
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -431,15 +431,18 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The line above a benchmark table: corpus, rounds, cores.
+pub(crate) fn table_title(size: &str, runs: usize) -> String {
+    format!(
+        "\ncorpus {size}, {runs} alternating runs each after one warm-up, {} cores\n\n",
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    )
+}
+
 // Sizes and memory figures are far below 2^52: the float conversions are exact enough.
 #[allow(clippy::cast_precision_loss)]
 fn table(size: &str, runs: usize, rows: &[Row]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\ncorpus {size}, {runs} alternating runs each after one warm-up, {} cores\n",
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-    );
+    let mut out = table_title(size, runs);
     let _ = writeln!(
         out,
         "| row | buildimage median s | reference median s | ratio (median of pairs) | buildimage size | reference size | size ratio | buildimage peak RSS |"

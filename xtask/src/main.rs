@@ -27,6 +27,7 @@
 
 mod apt;
 mod bench;
+mod bench_push;
 mod dockerd;
 mod example;
 mod fuzz;
@@ -65,6 +66,9 @@ commands:
   bench [small|large|many]    time buildimage against nixpkgs' reference pipelines on a
                               benchmark corpus (../shared/bench): build for none, gz and
                               zstd (small, large), stream-layered and build-layered (all)
+  bench destinations [SIZE]   push to a local registry (cold, and warm after one changed
+                              file) and load into a private dockerd, against stream-layered
+                              + skopeo copy / docker load (default corpus: large)
   fuzz [SECONDS]              run each cargo-fuzz target in fuzz/ for SECONDS (default 60),
                               installing cargo-fuzz if missing; new corpus entries are kept
                               in fuzz/corpus/, crashes go to fuzz/artifacts/
@@ -94,6 +98,10 @@ fn main() -> ExitCode {
                 Ok(ExitCode::from(2))
             }
         },
+        Some("bench") if rest.first().and_then(|a| a.to_str()) == Some("destinations") => {
+            let size = rest.get(1).and_then(|a| a.to_str()).unwrap_or("large");
+            bench_push::bench(workspace_root(), size).map(|()| ExitCode::SUCCESS)
+        }
         Some("bench") if rest.len() <= 1 => {
             let size = rest.first().and_then(|a| a.to_str()).unwrap_or("small");
             bench::bench(workspace_root(), size).map(|()| ExitCode::SUCCESS)

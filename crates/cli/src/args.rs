@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 /// The version line: the crate's version and the git revision it was built from.
 pub const VERSION: &str = concat!(
@@ -37,6 +37,8 @@ pub enum Command {
     /// Write a layered image from a SPEC of streamLayeredImage arguments as a plain
     /// archive, to standard output unless -o says otherwise: `… | docker load`.
     StreamLayered(LayeredArgs),
+    /// Manage the layer cache.
+    Cache(CacheArgs),
     /// Print a completion script for SHELL on standard output.
     Completions(CompletionsArgs),
 }
@@ -47,10 +49,14 @@ pub struct BuildArgs {
     /// The spec file, or `-` for standard input.
     #[arg(value_name = "SPEC")]
     pub spec: PathBuf,
-    /// Where the image goes (`-` for standard output). Default:
+    /// Where the image goes: a file (`-`: standard output), `oci:DIR[:REF]`,
+    /// `oci-archive:PATH[:REF]`, `docker://HOST[:PORT]/REPO[:TAG]` or `docker-daemon:`. Default:
     /// `docker-image-<name>.tar[.gz|.zst]` in the current folder.
-    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    #[arg(short = 'o', long = "output", value_name = "DEST")]
     pub out: Option<PathBuf>,
+    /// How the image is sent.
+    #[command(flatten)]
+    pub dest: DestArgs,
     /// Where store paths come from.
     #[command(flatten)]
     pub source: StoreArgs,
@@ -65,10 +71,15 @@ pub struct LayeredArgs {
     /// The spec file, or `-` for standard input.
     #[arg(value_name = "SPEC")]
     pub spec: PathBuf,
-    /// Where the image goes (`-` for standard output). Default: `<name>.tar[.gz|.zst]`
-    /// in the current folder for build-layered, standard output for stream-layered.
-    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    /// Where the image goes: a file (`-`: standard output), `oci:DIR[:REF]`,
+    /// `oci-archive:PATH[:REF]`, `docker://HOST[:PORT]/REPO[:TAG]` or `docker-daemon:`. Default:
+    /// `<name>.tar[.gz|.zst]` in the current folder for build-layered, standard output for
+    /// stream-layered.
+    #[arg(short = 'o', long = "output", value_name = "DEST")]
     pub out: Option<PathBuf>,
+    /// How the image is sent.
+    #[command(flatten)]
+    pub dest: DestArgs,
     /// Where store paths come from.
     #[command(flatten)]
     pub source: StoreArgs,
@@ -88,6 +99,86 @@ pub struct StoreArgs {
     /// file. Same as the spec key `closureInfo`, which it replaces.
     #[arg(long, value_name = "PATH")]
     pub closure_info: Option<PathBuf>,
+}
+
+/// How an image is sent to its destination: manifest format, registry access, the layer
+/// cache.
+#[derive(Debug, clap::Args)]
+pub struct DestArgs {
+    /// Media types of the manifest, config and layers for `oci:`, `oci-archive:` and
+    /// `docker://`: `oci` (default) or `docker` (Docker's schema 2).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = Format::Oci,
+        hide_possible_values = true,
+        hide_default_value = true
+    )]
+    pub format: Format,
+    /// Registry credentials (`docker://`), instead of those of an auth file.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+    /// Registry auth file. Default: `$REGISTRY_AUTH_FILE`,
+    /// `$XDG_RUNTIME_DIR/containers/auth.json`, then `~/.docker/config.json`.
+    #[arg(long, value_name = "PATH")]
+    pub authfile: Option<PathBuf>,
+    /// Require HTTPS and verified certificates from the registry (default);
+    /// `--tls-verify=false` allows plain HTTP and unverified TLS.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        hide_possible_values = true,
+        hide_default_value = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub tls_verify: bool,
+    /// Folder of certificates to trust (`*.crt`: a CA, or the registry's own self-signed
+    /// certificate) and a client certificate (`*.cert`, `*.key`) for the registry.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// The layer cache, which lets `oci:` and `docker://` skip store layers they hold without
+    /// reading them. Default: `$XDG_CACHE_HOME/buildimage` (`~/.cache/buildimage`).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Use no layer cache: every layer is read.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
+}
+
+/// The media types of an image stored as blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The OCI image specification's.
+    Oci,
+    /// Docker's image manifest schema 2.
+    Docker,
+}
+
+/// Arguments of `buildimage cache`.
+#[derive(Debug, clap::Args)]
+pub struct CacheArgs {
+    /// What to do with the cache.
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+/// What `buildimage cache` does.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove the oldest entries until the cache holds at most --max-size bytes.
+    Gc {
+        /// The cache folder. Default: `$XDG_CACHE_HOME/buildimage` (`~/.cache/buildimage`).
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Bytes to keep, counting 4 KiB per entry (`0` empties the cache).
+        #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+        max_size: u64,
+    },
 }
 
 /// Arguments of `buildimage completions`.

@@ -7,7 +7,8 @@ use buildimage_pipeline::Input;
 pub struct InputNames {
     /// Whether the closure listing came from `--closure-info` rather than the spec.
     pub closure_info_flag: bool,
-    /// Where the image goes, for write errors.
+    /// What sending the image to its destination is called, for its errors: `Writing
+    /// out.tar`, `Pushing to docker://…`, `Loading into the Docker engine`.
     pub destination: String,
 }
 
@@ -27,7 +28,7 @@ impl InputNames {
             Input::FakeRootCommands => "fakeRootCommands",
             Input::MaxLayers => "maxLayers",
             Input::LayeringPipeline => "layeringPipeline",
-            Input::Destination => return format!("Writing {} failed", self.destination),
+            Input::Destination => return format!("{} failed", self.destination),
             _ => return "The build".to_owned(),
         };
         format!("Key `{key}`")

@@ -28,6 +28,7 @@
 //! the environment and the clock as explicit arguments.
 
 pub mod args;
+pub mod destination;
 pub mod fuzzing;
 pub mod request;
 pub mod spec;

@@ -1,37 +1,53 @@
 //! What a successful build says at the end: where the image went and what it holds.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use buildimage_archive::ImageSummary;
+use buildimage_cli::destination::Dest;
 
+use crate::commands::common::Sent;
 use crate::progress::Progress;
 
 /// The "what was built" lines on standard error.
 pub fn summary(
     progress: &Progress<'_>,
-    shown: &Path,
+    dest: &Dest,
     name: &str,
     built: &ImageSummary,
-    written: u64,
+    sent: &Sent,
 ) {
-    let place = if shown == Path::new("-") {
-        "standard output".to_owned()
-    } else {
-        shown.display().to_string()
+    let (verb, place) = match dest {
+        Dest::Archive(path) if path == Path::new("-") => ("wrote", "standard output".to_owned()),
+        Dest::Registry(_) => ("pushed", dest.shown()),
+        Dest::Daemon => ("loaded", "into the Docker engine".to_owned()),
+        _ => ("wrote", dest.shown()),
     };
     progress.println(&format!(
-        "buildimage: wrote {place} ({}:{}, image ID sha256:{})",
+        "buildimage: {verb} {place} ({}:{}, image ID sha256:{})",
         name, built.tag, built.config_digest
     ));
     let layers = &built.layers;
     let size: u64 = layers.iter().map(|l| l.size).sum();
-    progress.println(&format!(
-        "  {} layer{}, {} of layers, {} written",
+    let mut line = format!(
+        "  {} layer{}, {} of layers",
         layers.len(),
         if layers.len() == 1 { "" } else { "s" },
         human(size),
-        human(written)
-    ));
+    );
+    if let Some(blobs) = &sent.blobs {
+        let _ = write!(
+            line,
+            ", {} blob{} sent ({}), {} already there",
+            blobs.uploaded,
+            if blobs.uploaded == 1 { "" } else { "s" },
+            human(blobs.bytes),
+            blobs.skipped
+        );
+    } else if let Some(written) = sent.written {
+        let _ = write!(line, ", {} written", human(written));
+    }
+    progress.println(&line);
 }
 
 /// A size for people: `512 B`, `3.4 KiB`, `1.2 GiB`.

@@ -12,8 +12,11 @@ use buildimage_cli::{request, spec};
 use buildimage_nixdb::StorePath;
 use buildimage_pipeline::{Built, build_image};
 
+use buildimage_cli::destination::Dest;
+
 use super::common::{
-    Writing, context, print_report, print_warnings, read_spec, refuse_json_on_stdout,
+    Sent, Writing, blob_fields, context, parse_dest, print_report, print_warnings, read_spec,
+    refuse_json_on_stdout, sending,
 };
 use crate::keys::InputNames;
 use crate::progress::Progress;
@@ -24,14 +27,13 @@ pub fn run(args: &BuildArgs, quiet: bool, signals: &Signals, user_umask: u32) ->
     let (text, base_dir) = read_spec(&args.spec)?;
     let parsed = spec::parse(&text, &base_dir)?;
     let spec = parsed.spec;
-    let dest = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(spec::default_output_name(&spec.name, spec.compressor)));
+    let dest = parse_dest(args.out.as_deref(), || {
+        PathBuf::from(spec::default_output_name(&spec.name, spec.compressor))
+    })?;
     refuse_json_on_stdout(args.json, &dest)?;
     let names = InputNames {
         closure_info_flag: args.source.closure_info.is_some(),
-        destination: dest.display().to_string(),
+        destination: sending(&dest),
     };
     let progress = Progress::new(quiet, &names);
     print_warnings(&progress, &parsed.warnings);
@@ -41,6 +43,7 @@ pub fn run(args: &BuildArgs, quiet: bool, signals: &Signals, user_umask: u32) ->
 
     let writing = Writing {
         dest: &dest,
+        options: &args.dest,
         user_umask,
         compressor: spec.compressor,
         layout: Layout::Legacy,
@@ -49,36 +52,39 @@ pub fn run(args: &BuildArgs, quiet: bool, signals: &Signals, user_umask: u32) ->
         progress: &progress,
         names: &names,
     };
-    let (built, out_path) = writing.run(
+    let (built, sent) = writing.run(
         |env, dest| build_image(&request, env, dest),
         |built: &Built| (&built.name, &built.summary),
     )?;
     if args.json {
-        print_json(&out_path, &spec, &built)?;
+        print_json(&dest, &sent, &spec, &built)?;
     }
     Ok(())
 }
 
 /// `--json`: the passthru information of nixpkgs' buildImage, and more.
-fn print_json(out_path: &std::path::Path, spec: &spec::Spec, built: &Built) -> Result<()> {
+fn print_json(dest: &Dest, sent: &Sent, spec: &spec::Spec, built: &Built) -> Result<()> {
     let layer = built
         .summary
         .layers
         .last()
         .context("the image has no layer")?;
+    let mut layer_json = json!({
+        "id": layer.id,
+        "diffId": layer.diff_id_string(),
+        "size": layer.size,
+        "checksum": layer.tarsum,
+    });
+    blob_fields(layer, &mut layer_json);
     let fields = json!({
-        "layer": {
-            "id": layer.id,
-            "diffId": layer.diff_id_string(),
-            "size": layer.size,
-            "checksum": layer.tarsum,
-        },
+        "layer": layer_json,
         "storePaths": built.store_paths.iter().map(StorePath::as_str).collect::<Vec<_>>(),
     });
     print_report(
         &built.name,
         &built.summary,
-        out_path,
+        dest,
+        sent,
         spec.compressor,
         &spec.build_args,
         fields,

@@ -7,9 +7,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use buildimage_archive::{
-    Compressed, Compressor, Counting, Destination, DockerArchive, ImageSummary, Layout, Output,
+    BlobImage, BlobStats, BlobStore, Compressed, Compressor, Counting, Destination, DockerArchive,
+    ImageSummary, LayerCache, LayerRecord, Layout, ManifestFormat, OciArchive, OciLayout, Output,
+    cache,
 };
-use buildimage_cli::args::StoreArgs;
+use buildimage_cli::args::{DestArgs, Format, StoreArgs};
+use buildimage_cli::destination::Dest;
+use buildimage_pipeline::Input;
+use buildimage_remote::daemon::{Endpoint, Load};
+use buildimage_remote::registry::{Registry, RegistryOptions, Target as RegistryTarget};
+
 use buildimage_cli::request::Context as RequestContext;
 use buildimage_pipeline::Env;
 
@@ -36,8 +43,8 @@ pub fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
 }
 
 /// `--json` needs standard output for itself.
-pub fn refuse_json_on_stdout(json: bool, dest: &Path) -> Result<()> {
-    if json && dest == Path::new("-") {
+pub fn refuse_json_on_stdout(json: bool, dest: &Dest) -> Result<()> {
+    if json && *dest == Dest::Archive(PathBuf::from("-")) {
         bail!(
             "--json prints to standard output, which the image already takes (-o -, or \
              stream-layered without -o); give -o FILE"
@@ -58,70 +65,195 @@ pub fn context(source: &StoreArgs) -> RequestContext {
     }
 }
 
-/// A docker-archive being written to its output: a temporary file beside OUT, or a
-/// stream, through the whole-archive compressor.
-pub struct Target {
-    /// The archive, the destination the pipeline writes into.
-    pub archive: DockerArchive<Compressed<Counting<Output>>>,
-    /// Where it goes, for messages (`-` for standard output).
-    pub shown: PathBuf,
+/// Where the image is being written: a docker-archive file or stream through the
+/// whole-archive compressor, the Docker engine, or blobs in a layout or a registry.
+enum Sink {
+    /// A docker-archive file, or standard output.
+    Archive(DockerArchive<Compressed<Counting<Output>>>),
+    /// The Docker engine, loading a plain docker-archive as it is written.
+    Daemon(DockerArchive<Counting<Load>>),
+    /// An OCI layout folder.
+    Oci(BlobImage<OciLayout>),
+    /// An OCI layout as one tar file.
+    OciArchive(BlobImage<OciArchive<Counting<Output>>>),
+    /// A registry.
+    Registry(BlobImage<Registry>),
 }
 
-impl Target {
-    /// Opens `dest` (mode 0666 less the caller's umask) for an archive in `layout`.
-    pub fn open(
-        dest: &Path,
-        user_umask: u32,
-        compressor: Compressor,
-        layout: Layout,
-    ) -> Result<Self> {
-        let output = Output::open(dest, 0o666 & !user_umask)?;
-        let shown = output.dest();
+/// What a destination reports once the image is there.
+pub struct Sent {
+    /// Bytes written, for destinations that are one stream (archives).
+    pub written: Option<u64>,
+    /// Blobs sent and skipped, for destinations of blobs.
+    pub blobs: Option<BlobStats>,
+    /// What the Docker engine said it loaded.
+    pub loaded: Vec<String>,
+}
+
+impl Sink {
+    fn open(writing: &Writing<'_>) -> Result<Self> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let stream = Compressed::new(Counting::new(output), compressor, threads)
-            .context("Cannot start the compressor")?;
-        Ok(Target {
-            archive: DockerArchive::new(stream, layout),
-            shown,
+        let mode = 0o666 & !writing.user_umask;
+        let format = match writing.options.format {
+            Format::Oci => ManifestFormat::Oci,
+            Format::Docker => ManifestFormat::Docker,
+        };
+        Ok(match writing.dest {
+            Dest::Archive(path) => {
+                let output = Output::open(path, mode)?;
+                let stream = Compressed::new(Counting::new(output), writing.compressor, threads)
+                    .context("Cannot start the compressor")?;
+                Sink::Archive(DockerArchive::new(stream, writing.layout))
+            }
+            Dest::Daemon => {
+                let load = Load::start(&Endpoint::from_env()?, writing.signals.cancel())?;
+                Sink::Daemon(DockerArchive::new(Counting::new(load), writing.layout))
+            }
+            Dest::Oci { dir, reference } => Sink::Oci(blob_image(
+                OciLayout::open(dir, reference.clone())?,
+                writing,
+                format,
+                threads,
+            )?),
+            Dest::OciArchive { path, reference } => {
+                let output = Output::open(path, mode)?;
+                let folder = output
+                    .dest()
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_owned);
+                let archive = OciArchive::new(Counting::new(output), &folder, reference.clone())?;
+                Sink::OciArchive(blob_image(archive, writing, format, threads)?)
+            }
+            Dest::Registry(target) => {
+                let target = RegistryTarget::parse(target).map_err(anyhow::Error::msg)?;
+                let options = RegistryOptions {
+                    creds: writing.options.creds.clone(),
+                    authfile: writing.options.authfile.clone(),
+                    tls_verify: writing.options.tls_verify,
+                    cert_dir: writing.options.cert_dir.clone(),
+                    cancel: writing.signals.cancel().clone(),
+                };
+                Sink::Registry(blob_image(
+                    Registry::connect(&target, &options)?,
+                    writing,
+                    format,
+                    threads,
+                )?)
+            }
         })
     }
 
-    /// Ends the archive and makes it visible at its path; returns the bytes written.
-    pub fn commit(self, signals: &Signals) -> Result<u64> {
-        let shown = self.shown;
-        let written = || format!("Writing {} failed", shown.display());
-        let counted = self
-            .archive
-            .into_inner()
-            .with_context(written)?
-            .finish()
-            .with_context(written)?;
-        let size = counted.count();
-        if signals.received().is_some() {
-            bail!("Interrupted");
+    fn destination(&mut self) -> &mut dyn Destination {
+        match self {
+            Sink::Archive(d) => d,
+            Sink::Daemon(d) => d,
+            Sink::Oci(d) => d,
+            Sink::OciArchive(d) => d,
+            Sink::Registry(d) => d,
         }
-        counted.into_inner().commit()?;
-        Ok(size)
     }
 
-    /// The output's absolute path for `--json` (`-` for standard output).
-    pub fn out_path(&self) -> PathBuf {
-        if self.shown == Path::new("-") {
-            self.shown.clone()
-        } else {
-            std::path::absolute(&self.shown).unwrap_or_else(|_| self.shown.clone())
+    /// Completes what the image's manifest did not: ends and renames an archive file,
+    /// waits for the engine's answer. Returns what was sent.
+    fn commit(self, signals: &Signals, shown: &str) -> Result<Sent> {
+        let written = || format!("Writing {shown} failed");
+        let interrupted = || -> Result<()> {
+            if signals.received().is_some() {
+                bail!("Interrupted");
+            }
+            Ok(())
+        };
+        let mut sent = Sent {
+            written: None,
+            blobs: None,
+            loaded: Vec::new(),
+        };
+        match self {
+            Sink::Archive(archive) => {
+                let counted = archive
+                    .into_inner()
+                    .with_context(written)?
+                    .finish()
+                    .with_context(written)?;
+                sent.written = Some(counted.count());
+                interrupted()?;
+                counted.into_inner().commit()?;
+            }
+            Sink::Daemon(archive) => {
+                let counted = archive.into_inner().with_context(written)?;
+                sent.written = Some(counted.count());
+                interrupted()?;
+                sent.loaded = counted.into_inner().finish()?.messages;
+            }
+            Sink::Oci(image) => sent.blobs = Some(image.into_store().1),
+            Sink::Registry(image) => sent.blobs = Some(image.into_store().1),
+            Sink::OciArchive(image) => {
+                let (archive, stats) = image.into_store();
+                let counted = archive.into_inner().with_context(written)?;
+                sent.written = Some(counted.count());
+                sent.blobs = Some(stats);
+                interrupted()?;
+                counted.into_inner().commit()?;
+            }
+        }
+        Ok(sent)
+    }
+}
+
+/// An image of blobs into `store`, compressed and cached as `writing` says.
+fn blob_image<S: BlobStore>(
+    store: S,
+    writing: &Writing<'_>,
+    format: ManifestFormat,
+    threads: u32,
+) -> Result<BlobImage<S>> {
+    let cache = open_cache(writing.options, writing.progress)?;
+    Ok(BlobImage::new(
+        store,
+        writing.compressor,
+        format,
+        threads,
+        cache,
+    )?)
+}
+
+/// The layer cache `options` ask for: none with `--no-cache`; `--cache DIR` must open; the
+/// default folder is used when it can be, with a warning when not.
+fn open_cache(options: &DestArgs, progress: &Progress<'_>) -> Result<Option<LayerCache>> {
+    if options.no_cache {
+        return Ok(None);
+    }
+    if let Some(dir) = &options.cache {
+        return Ok(Some(
+            LayerCache::open(dir, cache::DEFAULT_LIMIT)
+                .with_context(|| format!("Cannot use the layer cache {}", dir.display()))?,
+        ));
+    }
+    let Some(dir) = LayerCache::default_dir() else {
+        return Ok(None);
+    };
+    match LayerCache::open(&dir, cache::DEFAULT_LIMIT) {
+        Ok(cache) => Ok(Some(cache)),
+        Err(e) => {
+            progress.println(&format!(
+                "warning: no layer cache ({e}); every layer is read (--cache DIR chooses another)"
+            ));
+            Ok(None)
         }
     }
 }
 
-/// How a checked request becomes an image file: where, in which layout and compression,
-/// and what the run reports to.
+/// How a checked request becomes an image at its destination: where, in which layout and
+/// compression, and what the run reports to.
 pub struct Writing<'a> {
-    /// OUT, or `-`.
-    pub dest: &'a Path,
+    /// Where the image goes.
+    pub dest: &'a Dest,
+    /// How it is sent.
+    pub options: &'a DestArgs,
     /// The caller's umask, for OUT's mode.
     pub user_umask: u32,
-    /// Whole-archive compression.
+    /// Whole-archive compression, or per-layer for destinations of blobs.
     pub compressor: Compressor,
     /// The docker-archive's layout.
     pub layout: Layout,
@@ -136,26 +268,65 @@ pub struct Writing<'a> {
 }
 
 impl Writing<'_> {
-    /// Opens the output, runs `build` (a pipeline) into it, commits it and prints the
-    /// summary of what `summary` says was built. Returns what `build` returned and the
-    /// output's path for `--json`.
+    /// Opens the destination, runs `build` (a pipeline) into it, completes it and prints
+    /// the summary of what `summary` says was built. Returns what `build` returned and
+    /// what was sent.
     pub fn run<T>(
         &self,
         build: impl FnOnce(&Env<'_>, &mut dyn Destination) -> Result<T, buildimage_pipeline::Error>,
         summary: impl FnOnce(&T) -> (&str, &ImageSummary),
-    ) -> Result<(T, PathBuf)> {
-        let mut target = Target::open(self.dest, self.user_umask, self.compressor, self.layout)?;
+    ) -> Result<(T, Sent)> {
+        let shown = self.dest.shown();
+        let mut sink = Sink::open(self).with_context(|| self.names.name(Input::Destination))?;
         let env = Env::new(self.signals.cancel(), self.progress);
-        let built = build(&env, &mut target.archive).map_err(|e| self.names.error(e))?;
-        let out_path = target.out_path();
-        let shown = target.shown.clone();
-        let written = target.commit(self.signals)?;
+        let built = build(&env, sink.destination()).map_err(|e| self.names.error(e))?;
+        let sent = sink.commit(self.signals, &shown)?;
         self.progress.finish();
         if !self.quiet {
             let (name, image) = summary(&built);
-            report::summary(self.progress, &shown, name, image, written);
+            report::summary(self.progress, self.dest, name, image, &sent);
         }
-        Ok((built, out_path))
+        Ok((built, sent))
+    }
+}
+
+/// The `outPath` of `--json`: the absolute path of a file or folder, `-` for standard
+/// output, the destination as given otherwise.
+pub fn out_path(dest: &Dest) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    match dest {
+        Dest::Archive(path) if path == Path::new("-") => "-".to_owned(),
+        Dest::Archive(path) | Dest::Oci { dir: path, .. } | Dest::OciArchive { path, .. } => {
+            absolute(path).display().to_string()
+        }
+        Dest::Registry(_) | Dest::Daemon => dest.shown(),
+    }
+}
+
+/// The destination of `-o DEST`, or `default` (a file) without `-o`.
+pub fn parse_dest(out: Option<&Path>, default: impl FnOnce() -> PathBuf) -> Result<Dest> {
+    match out {
+        Some(out) => Dest::parse(out).map_err(anyhow::Error::msg),
+        None => Ok(Dest::Archive(default())),
+    }
+}
+
+/// What sending the image to `dest` is called in its errors.
+pub fn sending(dest: &Dest) -> String {
+    match dest {
+        Dest::Registry(_) => format!("Pushing to {}", dest.shown()),
+        Dest::Daemon => "Loading into the Docker engine".to_owned(),
+        _ => format!("Writing {}", dest.shown()),
+    }
+}
+
+/// The `--json` fields of a layer stored as a blob: `digest`, `mediaType`,
+/// `compressedSize`; nothing for a layer of a docker-archive.
+pub fn blob_fields(record: &LayerRecord, layer: &mut serde_json::Value) {
+    if let Some(blob) = &record.blob {
+        layer["digest"] = serde_json::json!(blob.digest);
+        layer["mediaType"] = serde_json::json!(blob.media_type);
+        layer["compressedSize"] = serde_json::json!(blob.size);
     }
 }
 
@@ -164,7 +335,8 @@ impl Writing<'_> {
 pub fn print_report(
     name: &str,
     image: &ImageSummary,
-    out_path: &Path,
+    dest: &Dest,
+    sent: &Sent,
     compressor: Compressor,
     build_args: &serde_json::Value,
     fields: serde_json::Value,
@@ -172,11 +344,22 @@ pub fn print_report(
     let mut info = serde_json::json!({
         "imageName": name,
         "imageTag": image.tag,
-        "outPath": out_path,
+        "outPath": out_path(dest),
         "configDigest": format!("sha256:{}", image.config_digest),
         "compressor": compressor.as_str(),
         "buildArgs": build_args,
     });
+    if let Some(manifest) = sent.blobs.as_ref().and_then(|b| b.manifest.as_ref()) {
+        info["manifestDigest"] = serde_json::json!(manifest.digest);
+    }
+    if let (Dest::Registry(_), Some(blobs)) = (dest, &sent.blobs) {
+        info["push"] = serde_json::json!({
+            "manifestDigest": blobs.manifest.as_ref().map(|m| &m.digest),
+            "blobsUploaded": blobs.uploaded,
+            "blobsSkipped": blobs.skipped,
+            "bytesUploaded": blobs.bytes,
+        });
+    }
     if let (Some(info), serde_json::Value::Object(fields)) = (info.as_object_mut(), fields) {
         info.extend(fields);
     }

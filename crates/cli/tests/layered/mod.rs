@@ -15,9 +15,11 @@
 //! Run with `cargo xtask dockerd -- cargo test -p buildimage-cli --test cli layered`.
 
 mod consumers;
+mod destinations;
 mod errors;
 mod fake_root;
 mod layers;
+mod registry;
 
 use std::collections::BTreeSet;
 use std::path::Path;
