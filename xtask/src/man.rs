@@ -8,7 +8,8 @@ use clap::CommandFactory;
 
 use buildimage_cli::args::Cli;
 
-/// Writes `buildimage.1` and `buildimage-<command>.1` into `dir` and returns their paths.
+/// Writes `buildimage.1`, `buildimage-<command>.1` and, for commands of commands,
+/// `buildimage-<command>-<subcommand>.1` into `dir` and returns their paths.
 pub fn man(dir: &Path) -> Result<Vec<PathBuf>> {
     fs_err::create_dir_all(dir)?;
     let command = Cli::command();
@@ -24,7 +25,11 @@ pub fn man(dir: &Path) -> Result<Vec<PathBuf>> {
         Ok(())
     };
     for sub in command.get_subcommands() {
-        render(format!("buildimage-{}", sub.get_name()), sub.clone())?;
+        let name = format!("buildimage-{}", sub.get_name());
+        for nested in sub.get_subcommands() {
+            render(format!("{name}-{}", nested.get_name()), nested.clone())?;
+        }
+        render(name, sub.clone())?;
     }
     render("buildimage".to_owned(), command)?;
     Ok(written)
@@ -46,6 +51,8 @@ mod tests {
                 "buildimage-build.1",
                 "buildimage-build-layered.1",
                 "buildimage-stream-layered.1",
+                "buildimage-cache-gc.1",
+                "buildimage-cache.1",
                 "buildimage-completions.1",
                 "buildimage.1"
             ]
