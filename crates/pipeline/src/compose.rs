@@ -267,45 +267,33 @@ impl LayerEntries for StoreLayer {
 }
 
 /// The key of a store layer: its store paths in order, each with its NAR hash, and how it
-/// is packed (format, owner, time). A store path never changes once made, so the key
-/// names the layer's bytes. A path whose NAR hash is not known (a store scanned without a
-/// database) is named by where it lies on the host and its folder's inode and change time
-/// instead, so that a store rebuilt in place is not taken for the old one; a path that
-/// cannot be looked at gives no key (the layer is read).
+/// is packed (format, owner, time). A store path never changes once made and its NAR hash
+/// names its contents, so the key names the layer's bytes. Without a NAR hash for every
+/// path (a store scanned without a database or a closure listing) there is no key: a
+/// folder that can change in place is read every time.
 fn store_layer_key(
     paths: &[(StorePath, PathBuf)],
     closure: &Closure,
     owner: &Owner,
     mtime: u64,
 ) -> Option<[u8; 32]> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
-
     let mut hasher = Sha256::new();
     hasher.update(STORE_LAYER_FORMAT);
-    hasher.update(format!(
-        "{}:{}:{}:{}:{mtime}\0",
-        owner.uid, owner.gid, owner.uname, owner.gname
-    ));
-    for (path, host) in paths {
+    for field in [
+        owner.uid.to_string().as_bytes(),
+        owner.gid.to_string().as_bytes(),
+        owner.uname.as_bytes(),
+        owner.gname.as_bytes(),
+        mtime.to_string().as_bytes(),
+    ] {
+        hasher.update(field);
+        hasher.update(b"\0");
+    }
+    for (path, _) in paths {
+        let hash = closure.get(path).and_then(|info| info.nar_hash)?;
         hasher.update(path.as_str().as_bytes());
         hasher.update(b"\0");
-        if let Some(hash) = closure.get(path).and_then(|info| info.nar_hash) {
-            hasher.update(b"nar:");
-            hasher.update(hash);
-        } else {
-            let md = std::fs::symlink_metadata(host).ok()?;
-            hasher.update(b"host:");
-            hasher.update(host.as_os_str().as_bytes());
-            hasher.update(format!(
-                "\0{}:{}:{}.{}",
-                md.dev(),
-                md.ino(),
-                md.ctime(),
-                md.ctime_nsec()
-            ));
-        }
-        hasher.update(b"\0");
+        hasher.update(hash);
     }
     Some(hasher.finalize().into())
 }

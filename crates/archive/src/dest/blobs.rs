@@ -285,10 +285,20 @@ impl<S: BlobStore> Destination for BlobImage<S> {
             self.stats.skipped += 1;
         }
         if let Some(cache) = &self.cache {
+            // Where else the same blob was stored stays known, for mounts.
+            let mut locations = cache
+                .blob(&digest.diff_id, self.compressor)
+                .filter(|known| known.digest == blob.digest)
+                .map(|known| known.locations)
+                .unwrap_or_default();
+            if let Some(here) = self.store.location() {
+                locations.retain(|l| *l != here);
+                locations.push(here);
+            }
             let entry = BlobEntry {
                 digest: blob.digest.clone(),
                 size: blob.size,
-                locations: self.store.location().into_iter().collect(),
+                locations,
             };
             cache.put_blob(&digest.diff_id, self.compressor, &entry);
             if let Some(key) = info.key {

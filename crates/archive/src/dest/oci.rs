@@ -43,27 +43,39 @@ impl OciLayout {
     /// The layout in `dir`, created when missing (its parent must exist); an existing
     /// folder must be empty or a layout. The image will be named `reference`, or its tag.
     pub fn open(dir: &Path, reference: Option<String>) -> Result<Self> {
-        match fs::read_dir(dir) {
-            Ok(mut items) => {
-                if items.next().is_some() && !dir.join("oci-layout").is_file() {
-                    return Err(Error::Output(format!(
-                        "{} is not an OCI image layout (it has no oci-layout file) and is not \
-                         empty",
-                        dir.display()
-                    )));
-                }
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            // Another build may be creating it at this moment: it is checked below.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create the layout folder", dir, e)),
+        }
+        let layout = dir.join("oci-layout");
+        if !layout.is_file() {
+            let mut items =
+                fs::read_dir(dir).map_err(|e| Error::io("read the layout folder", dir, e))?;
+            // Empty, or only what a layout being created beside us holds so far.
+            let foreign = items.any(|item| {
+                item.map_or(true, |item| {
+                    let name = item.file_name();
+                    let name = name.to_string_lossy();
+                    !(name == "blobs"
+                        || name == "oci-layout"
+                        || name.starts_with(".blob.")
+                        || name.starts_with(".buildimage."))
+                })
+            });
+            if foreign {
+                return Err(Error::Output(format!(
+                    "{} is not an OCI image layout (it has no oci-layout file) and is not \
+                     empty",
+                    dir.display()
+                )));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(dir).map_err(|e| Error::io("create the layout folder", dir, e))?;
-            }
-            Err(e) => return Err(Error::io("read the layout folder", dir, e)),
+            // The marker first: a folder that holds it is a layout.
+            write_atomically(&layout, LAYOUT_FILE)?;
         }
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(|e| Error::io("create", &blobs, e))?;
-        let layout = dir.join("oci-layout");
-        if !layout.is_file() {
-            write_atomically(&layout, LAYOUT_FILE)?;
-        }
         Ok(OciLayout {
             dir: dir.to_owned(),
             reference,

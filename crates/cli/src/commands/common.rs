@@ -44,7 +44,12 @@ pub fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
 
 /// `--json` needs standard output for itself.
 pub fn refuse_json_on_stdout(json: bool, dest: &Dest) -> Result<()> {
-    if json && *dest == Dest::Archive(PathBuf::from("-")) {
+    let stdout = Path::new("-");
+    let on_stdout = match dest {
+        Dest::Archive(path) | Dest::OciArchive { path, .. } => path == stdout,
+        _ => false,
+    };
+    if json && on_stdout {
         bail!(
             "--json prints to standard output, which the image already takes (-o -, or \
              stream-layered without -o); give -o FILE"
@@ -117,11 +122,15 @@ impl Sink {
             )?),
             Dest::OciArchive { path, reference } => {
                 let output = Output::open(path, mode)?;
-                let folder = output
-                    .dest()
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .map_or_else(|| PathBuf::from("."), Path::to_owned);
+                // Blobs are staged beside the archive, on its disk; a stream (standard
+                // output, a fifo) is staged in TMPDIR.
+                let folder = match &output {
+                    Output::File { dest, .. } => dest
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .map_or_else(|| PathBuf::from("."), Path::to_owned),
+                    Output::Stream { .. } => std::env::temp_dir(),
+                };
                 let archive = OciArchive::new(Counting::new(output), &folder, reference.clone())?;
                 Sink::OciArchive(blob_image(archive, writing, format, threads)?)
             }
@@ -156,8 +165,8 @@ impl Sink {
 
     /// Completes what the image's manifest did not: ends and renames an archive file,
     /// waits for the engine's answer. Returns what was sent.
-    fn commit(self, signals: &Signals, shown: &str) -> Result<Sent> {
-        let written = || format!("Writing {shown} failed");
+    fn commit(self, signals: &Signals, sending: &str) -> Result<Sent> {
+        let written = || format!("{sending} failed");
         let interrupted = || -> Result<()> {
             if signals.received().is_some() {
                 bail!("Interrupted");
@@ -276,11 +285,10 @@ impl Writing<'_> {
         build: impl FnOnce(&Env<'_>, &mut dyn Destination) -> Result<T, buildimage_pipeline::Error>,
         summary: impl FnOnce(&T) -> (&str, &ImageSummary),
     ) -> Result<(T, Sent)> {
-        let shown = self.dest.shown();
         let mut sink = Sink::open(self).with_context(|| self.names.name(Input::Destination))?;
         let env = Env::new(self.signals.cancel(), self.progress);
         let built = build(&env, sink.destination()).map_err(|e| self.names.error(e))?;
-        let sent = sink.commit(self.signals, &shown)?;
+        let sent = sink.commit(self.signals, &sending(self.dest))?;
         self.progress.finish();
         if !self.quiet {
             let (name, image) = summary(&built);
@@ -295,7 +303,9 @@ impl Writing<'_> {
 pub fn out_path(dest: &Dest) -> String {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     match dest {
-        Dest::Archive(path) if path == Path::new("-") => "-".to_owned(),
+        Dest::Archive(path) | Dest::OciArchive { path, .. } if path == Path::new("-") => {
+            "-".to_owned()
+        }
         Dest::Archive(path) | Dest::Oci { dir: path, .. } | Dest::OciArchive { path, .. } => {
             absolute(path).display().to_string()
         }

@@ -104,6 +104,71 @@ fn full_output_disk_fails_naming_the_output_and_leaves_nothing() {
 }
 
 #[test]
+fn full_disk_under_an_oci_layout_leaves_the_layout_as_it_was() {
+    let scratch = test_dir();
+    mkdir(&scratch.join("small"), 0o755);
+    write(&scratch.join("small/file"), b"a small image", 0o644);
+    big_source(&scratch);
+    for (transport, compressor) in [("oci", "none"), ("oci", "zstd"), ("oci-archive", "gz")] {
+        let disk = Tmpfs::mount(DISK);
+        let layout = disk.join("layout");
+        // A first, small image fits.
+        let small = json!({ "name": "small", "tag": "one", "copyToRoot": "small", "compressor": compressor });
+        let spec_path = scratch.spec(&small);
+        let dest = format!("{transport}:{}", layout.display());
+        Buildimage::new()
+            .cwd(scratch.path())
+            .build(&spec_path)
+            .out(&dest)
+            .arg("--no-cache")
+            .run_ok();
+        let before = listing_of(disk.path());
+        // The second does not: the error names the cause, and the layout (or archive) is
+        // as the first build left it, with no partial blob or temporary file.
+        let big =
+            json!({ "name": "full", "tag": "two", "copyToRoot": "root", "compressor": compressor });
+        let spec_path = scratch.spec(&big);
+        let output = Buildimage::new()
+            .cwd(scratch.path())
+            .build(&spec_path)
+            .out(&dest)
+            .arg("--no-cache")
+            .run_err();
+        let error = stderr(&output);
+        assert!(error.contains(ENOSPC), "{transport} {compressor}: {error}");
+        assert_eq!(
+            listing_of(disk.path()),
+            before,
+            "{transport} {compressor}: {error}"
+        );
+    }
+}
+
+/// Every path below `dir` with its size, sorted.
+fn listing_of(dir: &Path) -> Vec<(String, u64)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in fs::read_dir(&folder).expect("read a folder") {
+            let entry = entry.expect("a folder entry");
+            let md = entry.metadata().expect("stat");
+            if md.is_dir() {
+                stack.push(entry.path());
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .display()
+                .to_string();
+            found.push((rel, if md.is_dir() { 0 } else { md.len() }));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
 fn full_tmpdir_fails_staging_for_extra_commands_and_leaves_nothing() {
     let scratch = test_dir();
     big_source(&scratch);

@@ -428,6 +428,8 @@ fn destination_mistakes_are_named_before_any_work() {
             .run_err();
         stderr(&out)
     };
+    let err = fails("oci-archive:-", &["--json"]);
+    assert!(err.contains("--json prints to standard output"), "{err}");
     let err = fails("oic:dir", &[]);
     assert!(err.contains("unknown transport `oic`"), "{err}");
     assert!(!dir.join("oic:dir").exists());

@@ -157,6 +157,13 @@ impl Client {
         &self.origin
     }
 
+    /// Whether `url` is on the registry itself (scheme, host and port of its origin), the
+    /// only place its credentials go.
+    fn is_registry(&self, url: &str) -> bool {
+        url.strip_prefix(self.origin.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+    }
+
     /// The scope a push to the repository needs.
     pub fn push_scope(&self) -> String {
         format!("repository:{}:pull,push", self.repository)
@@ -236,6 +243,11 @@ impl Client {
     /// authenticating anew (a first challenge, an expired token).
     pub fn send(&mut self, call: &Call<'_>, what: &str) -> Result<Reply> {
         let method = call.method.as_str();
+        if !self.is_registry(&call.url) {
+            // An upload location on another host (a storage service): the registry's
+            // credentials are not for it, as Docker's client does not send them either.
+            return self.send_retrying(call, None, ATTEMPTS, what);
+        }
         let authorization = self.authorization(&call.scopes, what)?;
         let reply = self.send_retrying(call, authorization.as_deref(), ATTEMPTS, what)?;
         if reply.status != StatusCode::UNAUTHORIZED {
@@ -257,6 +269,10 @@ impl Client {
     /// Nothing is sent once the flag is set: the request would stop at once anyway.
     pub fn send_quietly(&mut self, call: &Call<'_>) {
         if self.cancel.is_cancelled() {
+            return;
+        }
+        if !self.is_registry(&call.url) {
+            let _ = self.exchange(call, None);
             return;
         }
         if let Ok(authorization) = self.authorization(&call.scopes, "cleaning up") {
