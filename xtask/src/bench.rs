@@ -66,24 +66,14 @@ const SIZES: [&str; 3] = ["small", "large", "many"];
 /// paths, only the layered rows (`stream-layered` against nixpkgs' stream method, and
 /// `build-layered` against that method piped through pigz and zstd).
 pub fn bench(root: &Path, size: &str) -> Result<()> {
-    if !SIZES.contains(&size) {
-        bail!("unknown corpus size {size:?}: use small, large or many");
-    }
-    let shared = shared_dir(root)?;
-    header("install what the reference pipeline needs (apt-get)");
-    apt::ensure_installed(PACKAGES)?;
-    let binary = crate::build_release(root)?;
-
+    let Prepared {
+        shared,
+        binary,
+        corpus,
+        top,
+        top_name,
+    } = prepare(root, size, PACKAGES)?;
     let work = root.join("target/bench");
-    let corpus = work.join(format!("corpus-{size}"));
-    header(&format!("corpus {}", corpus.display()));
-    let top = make_corpus(&shared, &corpus, size)?;
-    let top_name = top
-        .file_name()
-        .context("corpus top path")?
-        .to_string_lossy()
-        .into_owned();
-    register(&corpus, &top_name)?;
     let runs = if size == "small" { 5 } else { 3 };
     let time_file = work.join("time.txt");
     let env = Bench {
@@ -111,6 +101,48 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
     }
     print!("{}", table(size, runs, &rows));
     Ok(())
+}
+
+/// A benchmark corpus made and registered, and the release binary to time.
+pub(crate) struct Prepared {
+    /// `shared/` with the corpus script and the reference pipelines.
+    pub shared: PathBuf,
+    /// The release `buildimage`.
+    pub binary: PathBuf,
+    /// The corpus's store root (`target/bench/corpus-SIZE`).
+    pub corpus: PathBuf,
+    /// Its top store path.
+    pub top: PathBuf,
+    /// The top path's base name.
+    pub top_name: String,
+}
+
+/// Checks `size`, installs `packages`, builds the release binary, and makes and registers
+/// the corpus `size` (once; later runs reuse it).
+pub(crate) fn prepare(root: &Path, size: &str, packages: &[&str]) -> Result<Prepared> {
+    if !SIZES.contains(&size) {
+        bail!("unknown corpus size {size:?}: use small, large or many");
+    }
+    let shared = shared_dir(root)?;
+    header("install what the benchmark needs (apt-get)");
+    apt::ensure_installed(packages)?;
+    let binary = crate::build_release(root)?;
+    let corpus = root.join(format!("target/bench/corpus-{size}"));
+    header(&format!("corpus {}", corpus.display()));
+    let top = make_corpus(&shared, &corpus, size)?;
+    let top_name = top
+        .file_name()
+        .context("corpus top path")?
+        .to_string_lossy()
+        .into_owned();
+    register(&corpus, &top_name)?;
+    Ok(Prepared {
+        shared,
+        binary,
+        corpus,
+        top,
+        top_name,
+    })
 }
 
 /// What every case needs.
@@ -336,7 +368,7 @@ fn measure(case: &Case<'_>, runs: usize, time_file: &Path) -> Result<Vec<Row>> {
 /// for every path it builds or substitutes: the references are found by scanning, once, as
 /// Nix finds them after a build. A database made for another top path (the corpus was
 /// made again) is made again.
-pub(crate) fn register(corpus: &Path, top_name: &str) -> Result<()> {
+fn register(corpus: &Path, top_name: &str) -> Result<()> {
     use buildimage_nixdb::{Store, StorePath, write_db};
     let db = corpus.join("nix/var/nix/db");
     let stamp = db.join("bench-top-path");
@@ -370,7 +402,7 @@ fn view_without_db(work: &Path, size: &str, corpus: &Path) -> Result<PathBuf> {
 }
 
 /// `shared/` beside the checkout (where CI and developers have it), or `BUILDIMAGE_SHARED`.
-pub(crate) fn shared_dir(root: &Path) -> Result<PathBuf> {
+fn shared_dir(root: &Path) -> Result<PathBuf> {
     let dir =
         std::env::var_os("BUILDIMAGE_SHARED").map_or_else(|| root.join("../shared"), PathBuf::from);
     if !dir.join("bench/make-corpus.py").exists() {
@@ -384,7 +416,7 @@ pub(crate) fn shared_dir(root: &Path) -> Result<PathBuf> {
 }
 
 /// Makes the corpus when missing (the script skips what exists) and returns its top path.
-pub(crate) fn make_corpus(shared: &Path, corpus: &Path, size: &str) -> Result<PathBuf> {
+fn make_corpus(shared: &Path, corpus: &Path, size: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(corpus)?;
     let mut cmd = Command::new("python3");
     cmd.arg(shared.join("bench/make-corpus.py"))

@@ -16,12 +16,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use buildimage_test_support::{Registry, RegistryConfig};
 
-use crate::bench::{make_corpus, median, register, shared_dir, shell_quote, table_title, timed};
+use crate::bench::{median, prepare, shell_quote, table_title, timed};
 use crate::dockerd::PrivateDockerd;
-use crate::{apt, header};
+use crate::header;
 
 /// What the reference pipelines need.
 const PACKAGES: &[&str] = &["skopeo", "docker-registry", "docker.io", "time"];
@@ -127,30 +127,15 @@ impl Env {
 
 /// Runs the destination benchmarks on the corpus `size` and prints a Markdown table.
 pub fn bench(root: &Path, size: &str) -> Result<()> {
-    if !["small", "large", "many"].contains(&size) {
-        bail!("unknown corpus size {size:?}: use small, large or many");
-    }
-    let shared = shared_dir(root)?;
-    header("install what the benchmark needs (apt-get)");
-    apt::ensure_installed(PACKAGES)?;
-    let binary = crate::build_release(root)?;
+    let prepared = prepare(root, size, PACKAGES)?;
     let work = root.join("target/bench-push");
     std::fs::create_dir_all(&work)?;
-    let corpus = root.join(format!("target/bench/corpus-{size}"));
-    header(&format!("corpus {}", corpus.display()));
-    let top = make_corpus(&shared, &corpus, size)?;
-    let top_name = top
-        .file_name()
-        .context("corpus top path")?
-        .to_string_lossy()
-        .into_owned();
-    register(&corpus, &top_name)?;
     let env = Env {
-        binary,
+        binary: prepared.binary,
         time_file: work.join("time.txt"),
         work,
-        corpus,
-        top_name,
+        corpus: prepared.corpus,
+        top_name: prepared.top_name,
     };
     let runs = if size == "small" { 5 } else { 3 };
     let rows = vec![

@@ -273,12 +273,32 @@ impl Load {
     }
 }
 
+/// How long the engine's answer is waited for after it stopped reading the archive.
+const EXPLAIN_WAIT: Duration = Duration::from_secs(2);
+
+impl Load {
+    /// The engine stopped taking the archive (`error`, a broken pipe): it usually said
+    /// why before closing. Its message, if it sent one, replaces the bare I/O error.
+    fn explain(&mut self, error: io::Error) -> io::Error {
+        self.conn.read_limit = EXPLAIN_WAIT;
+        match read_response(&mut BufReader::new(&mut self.conn)) {
+            Ok((status, body)) => match interpret(&self.endpoint, status, &body) {
+                Err(said) => io::Error::other(said.to_string()),
+                Ok(_) => error,
+            },
+            Err(_) => error,
+        }
+    }
+}
+
 impl Write for Load {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = buf.len().min(CHUNK - self.chunk.len());
         self.chunk.extend_from_slice(&buf[..n]);
-        if self.chunk.len() == CHUNK {
-            self.send_chunk()?;
+        if self.chunk.len() == CHUNK
+            && let Err(e) = self.send_chunk()
+        {
+            return Err(self.explain(e));
         }
         Ok(n)
     }
@@ -408,6 +428,38 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "DOCKER_HOST=ssh://h: expected unix:///path/to/docker.sock or tcp://host:port"
+        );
+    }
+
+    #[test]
+    fn an_engine_that_stops_reading_is_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("engine.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let engine = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0; 4096];
+            let _ = conn.read(&mut head).unwrap();
+            let body = r#"{"errorDetail":{"message":"bad archive"},"error":"bad archive"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).unwrap();
+            // Closed without reading the archive, as the engine does on a broken one.
+            conn.shutdown(std::net::Shutdown::Both).unwrap();
+        });
+        let endpoint = Endpoint::Unix(socket);
+        let mut load = Load::start(&endpoint, &Cancel::new()).unwrap();
+        engine.join().unwrap();
+        let chunk = vec![0u8; CHUNK];
+        let err = (0..64)
+            .find_map(|_| load.write_all(&chunk).err())
+            .expect("the engine stopped reading");
+        assert!(
+            err.to_string()
+                .contains("did not load the image: bad archive"),
+            "{err}"
         );
     }
 
