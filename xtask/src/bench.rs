@@ -317,6 +317,15 @@ fn extension(compressor: &str) -> &'static str {
 /// The layer budget of the layered rows, nixpkgs' default.
 const MAX_LAYERS: u32 = 100;
 
+/// The peak RSS in KiB that GNU time (`-f %M -o FILE`) wrote last into `time_file`; 0
+/// when it wrote none.
+pub(crate) fn peak_rss(time_file: &Path) -> u64 {
+    std::fs::read_to_string(time_file)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
 /// A path for `bash -c`.
 pub(crate) fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
@@ -331,13 +340,7 @@ fn measure(case: &Case<'_>, runs: usize, time_file: &Path) -> Result<Vec<Row>> {
         for (_, make) in &case.ours {
             let _ = std::fs::remove_file(&case.ours_out);
             let secs = timed(&mut make())?;
-            let rss: u64 = std::fs::read_to_string(time_file)?
-                .lines()
-                .last()
-                .unwrap_or("0")
-                .trim()
-                .parse()
-                .unwrap_or(0);
+            let rss = peak_rss(time_file);
             ours.push((secs, rss, std::fs::metadata(&case.ours_out)?.len()));
         }
         let _ = std::fs::remove_file(&case.ref_out);

@@ -19,7 +19,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use buildimage_test_support::{Registry, RegistryConfig};
 
-use crate::bench::{median, prepare, shell_quote, table_title, timed};
+use crate::bench::{median, peak_rss, prepare, shell_quote, table_title, timed};
 use crate::dockerd::PrivateDockerd;
 use crate::header;
 
@@ -100,10 +100,16 @@ impl Env {
     }
 
     fn rss(&self) -> u64 {
-        std::fs::read_to_string(&self.time_file)
-            .ok()
-            .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
-            .unwrap_or(0)
+        peak_rss(&self.time_file)
+    }
+
+    /// `buildimage build-layered SPEC -o DEST` into a plain-HTTP registry with the layer
+    /// cache `cache`, quiet, under GNU time.
+    fn push(&self, spec: &Path, dest: &str, cache: &Path) -> Result<Command> {
+        let mut cmd = self.ours(&["build-layered", path_str(spec)?, "-o", dest]);
+        cmd.args(["--tls-verify=false", "--quiet", "--cache"])
+            .arg(cache);
+        Ok(cmd)
     }
 
     /// `bash -c LINE`.
@@ -162,18 +168,7 @@ fn cold_push(env: &Env, runs: usize) -> Result<Row> {
         let _ = std::fs::remove_dir_all(&cache);
         let registry = Registry::start(RegistryConfig::plain());
         let dest = registry.docker_ref("app", "t");
-        let ours = timed(
-            env.ours(&[
-                "build-layered",
-                path_str(&spec)?,
-                "-o",
-                &dest,
-                "--tls-verify=false",
-                "--cache",
-                path_str(&cache)?,
-            ])
-            .arg("--quiet"),
-        )?;
+        let ours = timed(&mut env.push(&spec, &dest, &cache)?)?;
         let rss = env.rss();
         drop(registry);
         let registry = Registry::start(RegistryConfig::plain());
@@ -211,18 +206,7 @@ fn warm_push(env: &Env, runs: usize) -> Result<Row> {
         let stamp = format!("run-{run}-{}", std::process::id());
         let spec = env.spec("spec-warm.json", &stamp, false)?;
         let stream_spec = env.spec("spec-warm-stream.json", &stamp, true)?;
-        let ours = timed(
-            env.ours(&[
-                "build-layered",
-                path_str(&spec)?,
-                "-o",
-                &ours_dest,
-                "--tls-verify=false",
-                "--cache",
-                path_str(&cache)?,
-            ])
-            .arg("--quiet"),
-        )?;
+        let ours = timed(&mut env.push(&spec, &ours_dest, &cache)?)?;
         let rss = env.rss();
         let skopeo = format!(
             "skopeo copy -q --dest-tls-verify=false docker-archive:{} {ref_dest}",
@@ -236,17 +220,8 @@ fn warm_push(env: &Env, runs: usize) -> Result<Row> {
             // One more, untimed, to report what the warm push sent.
             let spec = env.spec("spec-warm.json", &format!("{stamp}-report"), false)?;
             let out = env
-                .ours(&[
-                    "build-layered",
-                    path_str(&spec)?,
-                    "-o",
-                    &ours_dest,
-                    "--tls-verify=false",
-                    "--cache",
-                    path_str(&cache)?,
-                    "--json",
-                    "--quiet",
-                ])
+                .push(&spec, &ours_dest, &cache)?
+                .arg("--json")
                 .output()?;
             last_json = String::from_utf8_lossy(&out.stdout).into_owned();
         }

@@ -117,11 +117,6 @@ impl LayerCache {
         Self::write(&self.blob_path(diff_id, compressor), &entry);
     }
 
-    /// Forgets the layer of `key` (its entry proved wrong).
-    pub fn forget_layer(&self, key: &[u8; 32]) {
-        let _ = fs::remove_file(self.layer_path(key));
-    }
-
     fn layer_path(&self, key: &[u8; 32]) -> PathBuf {
         self.dir.join("layers").join(HEXLOWER.encode(key))
     }

@@ -116,10 +116,12 @@ impl Dest {
         }
     }
 
-    /// Whether the destination writes a docker-archive byte stream whose whole-archive
-    /// compression `compressor` chooses (a file or standard output).
-    pub fn is_archive(&self) -> bool {
-        matches!(self, Dest::Archive(_))
+    /// Whether the image goes to standard output (`-`, `oci-archive:-`).
+    pub fn is_stdout(&self) -> bool {
+        match self {
+            Dest::Archive(path) | Dest::OciArchive { path, .. } => path == Path::new("-"),
+            _ => false,
+        }
     }
 }
 

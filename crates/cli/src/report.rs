@@ -1,7 +1,6 @@
 //! What a successful build says at the end: where the image went and what it holds.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use buildimage_archive::ImageSummary;
 use buildimage_cli::destination::Dest;
@@ -18,7 +17,7 @@ pub fn summary(
     sent: &Sent,
 ) {
     let (verb, place) = match dest {
-        Dest::Archive(path) if path == Path::new("-") => ("wrote", "standard output".to_owned()),
+        _ if dest.is_stdout() => ("wrote", "standard output".to_owned()),
         Dest::Registry(_) => ("pushed", dest.shown()),
         Dest::Daemon => ("loaded", "into the Docker engine".to_owned()),
         _ => ("wrote", dest.shown()),

@@ -757,9 +757,7 @@ impl TokenIssuer {
             .unwrap_or_else(|err| panic!("{} is not base64: {err}", key.display()));
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
             .unwrap_or_else(|err| panic!("ring cannot read {}: {err}", key.display()));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|err| panic!("token issuer: cannot listen on 127.0.0.1: {err}"));
-        let port = listener.local_addr().expect("listener address").port();
+        let (listener, port) = listen("token issuer");
         let shared = Arc::new(IssuerShared {
             user: user.to_owned(),
             password: password.to_owned(),
@@ -770,21 +768,14 @@ impl TokenIssuer {
             tokens: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         });
-        let thread = {
-            let shared = Arc::clone(&shared);
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if shared.closing.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let shared = Arc::clone(&shared);
-                    thread::spawn(move || {
-                        let _ = shared.serve(stream);
-                    });
-                }
-            })
-        };
+        let thread = accept_each(
+            listener,
+            Arc::clone(&shared),
+            |shared| &shared.closing,
+            |shared, stream| {
+                let _ = shared.serve(stream);
+            },
+        );
         TokenIssuer {
             port,
             shared,
@@ -1132,6 +1123,34 @@ struct ProxyState {
     live: BTreeMap<u64, (TcpStream, TcpStream)>,
 }
 
+/// A listener on a free 127.0.0.1 port for `what`, and the port.
+fn listen(what: &str) -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|err| panic!("{what}: cannot listen on 127.0.0.1: {err}"));
+    let port = listener.local_addr().expect("listener address").port();
+    (listener, port)
+}
+
+/// Accepts connections on `listener` until the flag `closing` picks out of `shared` is
+/// set, and serves each on a thread of its own with `serve`.
+fn accept_each<S: Send + Sync + 'static>(
+    listener: TcpListener,
+    shared: Arc<S>,
+    closing: fn(&S) -> &AtomicBool,
+    serve: fn(&S, TcpStream),
+) -> JoinHandle<()> {
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            if closing(&shared).load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(stream) = stream else { continue };
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || serve(&shared, stream));
+        }
+    })
+}
+
 impl FaultProxy {
     /// A proxy forwarding to `registry`, which must serve plain HTTP.
     pub fn start(registry: &Registry) -> FaultProxy {
@@ -1140,9 +1159,7 @@ impl FaultProxy {
             "FaultProxy::start: the proxy reads HTTP and cannot see into TLS; start the \
              registry without RegistryConfig::with_tls()"
         );
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|err| panic!("FaultProxy: cannot listen on 127.0.0.1: {err}"));
-        let port = listener.local_addr().expect("listener address").port();
+        let (listener, port) = listen("FaultProxy");
         let shared = Arc::new(ProxyShared {
             upstream: SocketAddr::from(([127, 0, 0, 1], registry.port)),
             state: Mutex::default(),
@@ -1150,23 +1167,17 @@ impl FaultProxy {
             closing: AtomicBool::new(false),
             connections: AtomicU64::new(0),
         });
-        let acceptor = {
-            let shared = Arc::clone(&shared);
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if shared.closing.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    if lock(&shared.state).stopped {
-                        // Closed at once: the registry is "gone".
-                        continue;
-                    }
-                    let shared = Arc::clone(&shared);
-                    thread::spawn(move || shared.serve(&stream));
+        let acceptor = accept_each(
+            listener,
+            Arc::clone(&shared),
+            |shared| &shared.closing,
+            |shared, stream| {
+                // Closed at once while stopped: the registry is "gone".
+                if !lock(&shared.state).stopped {
+                    shared.serve(&stream);
                 }
-            })
-        };
+            },
+        );
         FaultProxy {
             port,
             shared,

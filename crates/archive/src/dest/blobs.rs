@@ -180,11 +180,6 @@ impl<S: BlobStore> BlobImage<S> {
         })
     }
 
-    /// What was sent and skipped so far.
-    pub fn stats(&self) -> &BlobStats {
-        &self.stats
-    }
-
     /// The store, once the image is written (to complete what it needs completing).
     pub fn into_store(self) -> (S, BlobStats) {
         (self.store, self.stats)
@@ -249,11 +244,10 @@ impl<S: BlobStore> Destination for BlobImage<S> {
         Ok(())
     }
 
-    fn known(&mut self, info: &LayerInfo<'_>, key: &[u8; 32]) -> Result<Option<LayerRecord>> {
+    fn known(&mut self, _info: &LayerInfo<'_>, key: &[u8; 32]) -> Result<Option<LayerRecord>> {
         let Some(layer) = self.cache.as_ref().and_then(|c| c.layer(key)) else {
             return Ok(None);
         };
-        let _ = info;
         Ok(self
             .held(&layer.diff_id)?
             .map(|blob| self.skipped(blob, layer.diff_id, layer.size)))

@@ -44,12 +44,7 @@ pub fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
 
 /// `--json` needs standard output for itself.
 pub fn refuse_json_on_stdout(json: bool, dest: &Dest) -> Result<()> {
-    let stdout = Path::new("-");
-    let on_stdout = match dest {
-        Dest::Archive(path) | Dest::OciArchive { path, .. } => path == stdout,
-        _ => false,
-    };
-    if json && on_stdout {
+    if json && dest.is_stdout() {
         bail!(
             "--json prints to standard output, which the image already takes (-o -, or \
              stream-layered without -o); give -o FILE"
@@ -303,9 +298,7 @@ impl Writing<'_> {
 pub fn out_path(dest: &Dest) -> String {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     match dest {
-        Dest::Archive(path) | Dest::OciArchive { path, .. } if path == Path::new("-") => {
-            "-".to_owned()
-        }
+        _ if dest.is_stdout() => "-".to_owned(),
         Dest::Archive(path) | Dest::Oci { dir: path, .. } | Dest::OciArchive { path, .. } => {
             absolute(path).display().to_string()
         }

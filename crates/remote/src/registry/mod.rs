@@ -142,11 +142,6 @@ impl Registry {
         })
     }
 
-    /// Where the images go.
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// Sends blobs larger than `bytes` in chunks of `bytes` (default [`CHUNK_SIZE`]).
     #[must_use]
     pub fn with_chunk_size(mut self, bytes: usize) -> Registry {
