@@ -157,25 +157,31 @@ pub fn run_as_root(
         store: store_dir.is_dir().then_some(store_dir),
     };
     env.cancel.check()?;
-    buildimage_sandbox::run_as_root(&request, &env.self_exe, env.cancel).map_err(|e| {
-        match e {
-            // Both are mended with the shell's key.
-            buildimage_sandbox::Error::ShellNotFound { .. } => {
-                crate::Error::from(e).about(Input::RunAsRootShell)
+    let recordings =
+        buildimage_sandbox::run_as_root(&request, &env.self_exe, env.cancel).map_err(|e| {
+            match e {
+                // Both are mended with the shell's key.
+                buildimage_sandbox::Error::ShellNotFound { .. } => {
+                    crate::Error::from(e).about(Input::RunAsRootShell)
+                }
+                buildimage_sandbox::Error::NoShell => crate::Error::message(format!(
+                    "{e}; name one with runAsRootShell (a path in the image or the store)"
+                ))
+                .about(Input::RunAsRootShell),
+                _ => crate::Error::from(e).about(Input::RunAsRoot),
             }
-            buildimage_sandbox::Error::NoShell => crate::Error::message(format!(
-                "{e}; name one with runAsRootShell (a path in the image or the store)"
-            ))
-            .about(Input::RunAsRootShell),
-            _ => crate::Error::from(e).about(Input::RunAsRoot),
-        }
-    })?;
+        })?;
     if !extra.is_empty() {
         run_extra_commands(extra, &upper, env)?;
     }
     let (root_uid, root_gid) = buildimage_sandbox::host_root_ids();
+    let options = UpperOptions {
+        root_uid,
+        root_gid,
+        recordings: Some(&recordings),
+    };
     let mut warnings = Warnings::default();
-    *tree = Tree::from_upper(&upper, &UpperOptions { root_uid, root_gid }, &mut warnings)
+    *tree = Tree::from_upper(&upper, &options, &mut warnings)
         .context(|| "Reading the layer back after the script failed".to_owned())
         .about(Input::RunAsRoot)?;
     warn_all(env, &warnings);

@@ -3,11 +3,6 @@
 use std::io;
 use std::path::PathBuf;
 
-/// What an unprivileged run adds to a failing script's message: in a user namespace that
-/// maps only the caller, every other id is unmapped.
-const UNPRIVILEGED_NOTE: &str = "; it ran without root, where files can only be owned by root \
-     (chown to any other id fails): run as root for other owners";
-
 /// Everything that can go wrong while extracting a layer or running a script.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,15 +102,10 @@ pub enum Error {
         shell: String,
     },
     /// The script ended with a non-zero exit status.
-    #[error(
-        "The script failed with exit status {status} (its error output is above){}",
-        if *unprivileged { UNPRIVILEGED_NOTE } else { "" }
-    )]
+    #[error("The script failed with exit status {status} (its error output is above)")]
     ScriptFailed {
         /// Its exit status.
         status: i32,
-        /// Whether it ran in a user namespace as a non-root caller.
-        unprivileged: bool,
     },
     /// The script was killed by a signal.
     #[error("The script was killed by signal {signal}")]

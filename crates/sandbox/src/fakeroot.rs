@@ -10,7 +10,9 @@
 //!
 //! - `chown`, `lchown`, `fchown`, `fchownat`: the new owner and group are recorded for
 //!   the object (by device and inode, so renames and hard links keep them) and the call
-//!   succeeds; the file on disk keeps its owner, and keeps its mode as fakeroot does.
+//!   succeeds; the file on disk keeps its owner, and keeps its mode as fakeroot does. A
+//!   `chown` that changes nothing is made for real first, so that over an overlay
+//!   (`runAsRoot` without real root) the object is copied up into the upper folder.
 //! - `mknod`, `mknodat` of a character or block device: an empty regular file with the
 //!   asked permission bits (less the umask) takes its place, recorded as that device. Any
 //!   other `mknod` (fifos, files, the whiteout device 0/0) is made by the kernel as asked.
@@ -29,6 +31,7 @@ use std::time::Duration;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::{Mode, SFlag, fchmod, fstatat, major, minor};
+use nix::unistd::{chown, fchownat};
 use serde::{Deserialize, Serialize};
 
 use buildimage_layer::Cancel;
@@ -245,6 +248,7 @@ fn handle(
     if !seccomp::still_valid(listener.as_fd(), call.id) {
         return Err(Errno::ESRCH);
     }
+    object.copy_up(call.pid);
     let (dev, ino) = object.identity(call.pid)?;
     let record = records.entry((dev, ino)).or_insert(Record {
         dev,
@@ -340,6 +344,27 @@ enum Target {
 }
 
 impl Target {
+    /// A `chown` that changes nothing (owner and group -1), made for real: over an overlay
+    /// (`runAsRoot` without real root) it copies an object that is still only in a lower
+    /// layer up into the upper folder, which is what becomes the layer; elsewhere it only
+    /// touches the change time. When it fails, the recorded call fails the same way below.
+    fn copy_up(&self, pid: u32) {
+        let _ = match self {
+            Target::Fd(fd) if *fd == AT_FDCWD => {
+                chown(format!("/proc/{pid}/cwd").as_str(), None, None)
+            }
+            Target::Fd(fd) => chown(format!("/proc/{pid}/fd/{fd}").as_str(), None, None),
+            Target::At(dirfd, path, follow) => open_dir(pid, *dirfd).and_then(|base| {
+                let flags = if *follow {
+                    AtFlags::empty()
+                } else {
+                    AtFlags::AT_SYMLINK_NOFOLLOW
+                };
+                fchownat(&base, path.as_slice(), None, None, flags)
+            }),
+        };
+    }
+
     /// The device and inode of the object.
     fn identity(&self, pid: u32) -> Result<(u64, u64), nix::errno::Errno> {
         let of = |md: std::fs::Metadata| (md.dev(), md.ino());

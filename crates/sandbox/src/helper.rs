@@ -80,7 +80,11 @@ fn run() -> Result<Report, Report> {
 
     match &req.job {
         Job::RunAsRoot(run) => {
-            if !geteuid().is_root() {
+            // Without real root the user namespace maps only the caller: owners and device
+            // nodes the script gives are recorded, as for a fake root, and read back with
+            // the upper folder, so the layer is what real root would have made.
+            let fake_root = !geteuid().is_root();
+            if fake_root {
                 enter_user_namespace()?;
             }
             sandboxed(
@@ -91,7 +95,7 @@ fn run() -> Result<Report, Report> {
                     shell: run.shell.as_deref(),
                     store: run.store.as_deref(),
                     name: "runAsRoot",
-                    fake_root: false,
+                    fake_root,
                 },
                 &stop,
             )
@@ -186,11 +190,58 @@ fn sandboxed(run: &Run<'_>, stop: &Cancel) -> Result<Report, Report> {
 
     let root = run.scratch.join("root");
     mount_tree(run, &root, userxattr)?;
-    let result = prepare_and_run(run, &root, stop);
+    let result = prepare_and_run(run, &root, stop).map(|report| match (report, &run.tree) {
+        (
+            Report::Recorded {
+                exited,
+                signal,
+                records,
+            },
+            TreeSource::Overlay(request),
+        ) => Report::Recorded {
+            exited,
+            signal,
+            records: to_upper(records, &root, &request.upper),
+        },
+        (report, _) => report,
+    });
     let cleanup = unmount(&root).map_err(|e| Report::failed("unmount the merged tree", e));
     let report = result?;
     cleanup?;
     Ok(report)
+}
+
+/// Turns records of objects as the script saw them, through the overlay mounted at `root`,
+/// into records of the same objects in the `upper` folder, where the layer is read from:
+/// overlayfs gives a copied-up object the inode number of its lower original. Objects that
+/// are not in the upper folder (deleted, or never changed) lose their record.
+fn to_upper(records: Vec<fakeroot::Record>, root: &Path, upper: &Path) -> Vec<fakeroot::Record> {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+
+    let mut seen: BTreeMap<(u64, u64), fakeroot::Record> =
+        records.into_iter().map(|r| ((r.dev, r.ino), r)).collect();
+    let mut out = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let (Ok(merged), Ok(own)) = (
+            fs::symlink_metadata(root.join(&rel)),
+            fs::symlink_metadata(upper.join(&rel)),
+        ) else {
+            continue;
+        };
+        if let Some(mut record) = seen.remove(&(merged.dev(), merged.ino())) {
+            record.dev = own.dev();
+            record.ino = own.ino();
+            out.push(record);
+        }
+        if own.is_dir()
+            && let Ok(entries) = fs::read_dir(upper.join(&rel))
+        {
+            pending.extend(entries.flatten().map(|e| rel.join(e.file_name())));
+        }
+    }
+    out
 }
 
 /// Maps the caller to root in a new user namespace.
@@ -334,7 +385,7 @@ fn prepare_and_run(run: &Run<'_>, root: &Path, stop: &Cancel) -> Result<Report, 
         // var/tmp, say) is kept. Made here, it stays in the layer (0755, as nixpkgs leaves
         // it). A fake root's chroot has no such step in nixpkgs.
         let tmp = root.join("tmp");
-        if !run.fake_root && fs::symlink_metadata(&tmp).is_err() {
+        if matches!(run.tree, TreeSource::Overlay(_)) && fs::symlink_metadata(&tmp).is_err() {
             fs::create_dir(&tmp).map_err(|e| Report::failed("create /tmp", e))?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .map_err(|e| Report::failed("create /tmp", e))?;

@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{chdir, chroot, pivot_root, setgroups};
 
-use crate::mounts::{bind_read_only, mount_at};
+use crate::mounts::{bind_read_only, bind_tree_read_only, mount_at};
 use crate::protocol::{InitRequest, Report, read_request, write_report};
 
 /// `PATH` of the script, before the folder of a store shell is added.
@@ -102,29 +102,40 @@ fn setup(req: &InitRequest) -> Result<(Command, String), Report> {
     }
 
     // A fresh sysfs, read-only: it shows the sandbox's network namespace, and nothing of
-    // the host's cgroups can be written through it.
+    // the host's cgroups can be written through it. The kernel allows a new sysfs only
+    // where one is already fully visible; inside Nix's build sandbox, which has no `/sys`,
+    // the script gets an empty read-only `/sys`, as every Nix build has none.
     let sys = root.join("sys");
-    if mount_at(
+    let fresh = mount_at(
         "mount /sys",
         Some(Path::new("sysfs")),
         &sys,
         Some("sysfs"),
         hard | MsFlags::MS_RDONLY,
         None,
-    )
-    .is_err()
-    {
-        bind_read_only("bind /sys", Path::new("/sys"), &sys, MsFlags::empty())?;
+    );
+    if fresh.is_err() {
+        if Path::new("/sys/kernel").is_dir() {
+            bind_read_only("bind /sys", Path::new("/sys"), &sys, MsFlags::empty())?;
+        } else {
+            mount_at(
+                "mount an empty /sys",
+                Some(Path::new("tmpfs")),
+                &sys,
+                Some("tmpfs"),
+                hard | MsFlags::MS_RDONLY,
+                Some("mode=555,size=4k"),
+            )?;
+        }
     }
 
     setup_dev(&root.join("dev"))?;
 
     if let Some(store) = &req.store {
-        bind_read_only(
+        bind_tree_read_only(
             "bind the store at /nix/store",
             store,
             &root.join("nix/store"),
-            MsFlags::empty(),
         )?;
     }
 

@@ -41,7 +41,7 @@
 //!         store: Some(PathBuf::from("/nix/store")),
 //!     };
 //!     match run_as_root(&run, Path::new("/proc/self/exe"), &Cancel::new()) {
-//!         Ok(()) => ExitCode::SUCCESS, // upper/data/hello now exists
+//!         Ok(_recordings) => ExitCode::SUCCESS, // upper/data/hello now exists
 //!         Err(e) => {
 //!             eprintln!("error: {e}");
 //!             ExitCode::FAILURE
@@ -54,7 +54,8 @@
 //!
 //! 1. The caller ([`run_as_root`]) makes a scratch folder inside [`RootRun::work`] and
 //!    starts `BINARY __sandbox` with the request as JSON on its standard input.
-//! 2. The helper (without root: after mapping the caller to root in a new user namespace)
+//! 2. The helper (without root: after mapping the caller to root in a new user namespace,
+//!    where the script's `chown` and `mknod` calls are recorded as for a fake root)
 //!    unshares the mount, PID, IPC, UTS and network namespaces, makes every mount private,
 //!    mounts the overlay (a bind of the upper folder when there are no base layers), and
 //!    creates the missing mount points `dev`, `proc`, `sys`, `tmp`, `nix/store`.
@@ -178,11 +179,18 @@ pub fn sandbox_main(args: &[OsString]) -> ExitCode {
 /// it. `self_exe` is a binary whose `main` dispatches [`SANDBOX_COMMAND`] to
 /// [`sandbox_main`]; `/proc/self/exe` names the running one.
 ///
+/// Returns what the script's `chown` and `mknod` calls recorded, by device and inode of the
+/// objects in `req.upper`, for `buildimage_layer::UpperOptions::recordings`: nothing when
+/// the caller is root (the kernel made them); without root (an ordinary user, or a build in
+/// Nix's sandbox) the user namespace maps only the caller, so owners and devices are
+/// recorded as for a fake root ([`run_fake_root`]) and the layer read back is the one real
+/// root makes.
+///
 /// The script's standard output and standard error both go to our standard error. When
 /// `cancel` is set (a caller that catches SIGINT and SIGTERM sets it), the sandbox is torn
 /// down, every process killed and everything unmounted, and [`Error::Interrupted`]
 /// returned.
-pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<()> {
+pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<Recordings> {
     check_script(&req.script)?;
     let mut run = req.clone();
     run.upper = existing_dir(&req.upper, "the upper folder is not a folder")?;
@@ -194,15 +202,9 @@ pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<()
     if let Some(store) = &req.store {
         run.store = Some(existing_dir(store, "the store is not a folder")?);
     }
-    let unprivileged = !geteuid().is_root();
-    let report = run_helper(&req.work, Job::RunAsRoot(run), self_exe, cancel)?;
-    match report {
-        Report::Exited(0) => Ok(()),
-        Report::Exited(status) => Err(Error::ScriptFailed {
-            status,
-            unprivileged,
-        }),
-        other => Err(report_error(other, self_exe)),
+    match run_helper(&req.work, Job::RunAsRoot(run), self_exe, cancel)? {
+        Report::Exited(0) => Ok(Recordings::new()),
+        report => recorded(report, self_exe),
     }
 }
 
@@ -243,7 +245,13 @@ pub fn run_fake_root(req: &FakeRoot, self_exe: &Path, cancel: &Cancel) -> Result
     if let Some(store) = &req.store {
         job.store = Some(existing_dir(store, "the store is not a folder")?);
     }
-    match run_helper(&req.work, Job::FakeRoot(job), self_exe, cancel)? {
+    let report = run_helper(&req.work, Job::FakeRoot(job), self_exe, cancel)?;
+    recorded(report, self_exe)
+}
+
+/// The records of a supervised script that succeeded, or the error its report stands for.
+fn recorded(report: Report, self_exe: &Path) -> Result<Recordings> {
+    match report {
         Report::Recorded {
             exited: Some(0),
             records,
@@ -269,10 +277,7 @@ pub fn run_fake_root(req: &FakeRoot, self_exe: &Path, cancel: &Cancel) -> Result
         Report::Recorded {
             exited: Some(status),
             ..
-        } => Err(Error::ScriptFailed {
-            status,
-            unprivileged: false,
-        }),
+        } => Err(Error::ScriptFailed { status }),
         Report::Recorded { signal, .. } => Err(Error::ScriptKilled {
             signal: signal.unwrap_or(0),
         }),
@@ -373,10 +378,7 @@ fn drain<R: Read + Send + 'static>(
 /// The error a report other than success stands for.
 fn report_error(report: Report, self_exe: &Path) -> Error {
     match report {
-        Report::Exited(status) => Error::ScriptFailed {
-            status,
-            unprivileged: false,
-        },
+        Report::Exited(status) => Error::ScriptFailed { status },
         Report::Signaled(signal) => Error::ScriptKilled { signal },
         Report::Interrupted => buildimage_layer::Interrupted.into(),
         Report::NoShell => Error::NoShell,

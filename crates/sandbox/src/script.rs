@@ -64,10 +64,7 @@ pub fn run_script(name: &str, script: &str, dir: &Path, cancel: &Cancel) -> Resu
     let _ = killpg(group, Signal::SIGKILL);
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(()),
-        (Some(status), _) => Err(Error::ScriptFailed {
-            status,
-            unprivileged: false,
-        }),
+        (Some(status), _) => Err(Error::ScriptFailed { status }),
         (None, signal) => Err(Error::ScriptKilled {
             signal: signal.unwrap_or(0),
         }),

@@ -1,10 +1,13 @@
-//! runAsRoot run by an ordinary user: a user namespace maps the caller to root, so the
-//! script can do everything but give files to other owners, and says so when it tries.
+//! runAsRoot run by an ordinary user: a user namespace maps the caller to root, and the
+//! owners and device nodes the script gives, which that namespace cannot hold, are
+//! recorded, so the layer is the one real root makes.
 
 use std::fs;
 use std::process::Output;
 
-use buildimage_test_support::{Buildimage, Image, ROOT_APPLETS, busybox_root, chmod, read_tar};
+use buildimage_test_support::{
+    Buildimage, Image, Member, ROOT_APPLETS, busybox_root, chmod, read_tar,
+};
 use serde_json::json;
 
 use super::{Case, base_image, member_names};
@@ -54,24 +57,46 @@ fn an_ordinary_user_runs_run_as_root_in_a_user_namespace() {
 }
 
 #[test]
-fn an_ordinary_user_is_told_that_run_as_root_cannot_give_files_away() {
+fn an_ordinary_user_gets_the_layer_real_root_makes() {
     let case = Case::new();
-    busybox_root(&case.join("root"), &ROOT_APPLETS);
-    let (output, stderr) = build_as_nobody(
-        &case,
-        "chown",
-        &json!({
-            "name": "chown", "tag": "t", "copyToRoot": "root", "compressor": "none",
-            "runAsRoot": "mkdir -p /data && chown 1000:1000 /data",
-        }),
+    base_image(&case, "ownbase", &json!({}), |root| {
+        fs::create_dir(root.join("etc")).expect("mkdir etc");
+        fs::write(root.join("etc/passwd"), b"root:x:0:0::/root:/bin/sh\n").expect("passwd");
+        fs::write(root.join("etc/motd"), b"hello\n").expect("motd");
+    });
+    // Owners other than root (of a file only in the base, which must be copied up, of a
+    // new folder and file), a setuid bit, a deletion and device nodes: the kernel refuses
+    // the owners and devices to a user namespace that maps one id; the sandbox records
+    // them, and the layer must come out as real root's.
+    let spec = json!({
+        "name": "owners", "tag": "t", "fromImage": "ownbase.tar", "compressor": "none",
+        "runAsRoot": "chown 33:33 /etc/passwd && rm /etc/motd && mkdir -p /data \
+                      && chown 1000:1000 /data && echo hi > /data/f && chown 1000:100 /data/f \
+                      && chmod 4755 /data/f && mkdir /devs && mknod /devs/null c 1 3 \
+                      && mknod -m 0600 /devs/sda b 8 0 && chown 0:6 /devs/sda",
+    });
+    let as_root = case.build("owners-root", &spec, None);
+    let as_nobody = case.build_with(as_nobody(&case), "owners-nobody", &spec, None);
+    let root_layer = Image::open(&as_root.archive).top_layer();
+    let nobody_layer = Image::open(&as_nobody.archive).top_layer();
+    let lines = |members: &[Member]| -> Vec<String> { members.iter().map(Member::line).collect() };
+    assert_eq!(lines(&nobody_layer), lines(&root_layer));
+    let line_of = |name: &str| -> String {
+        lines(&root_layer)
+            .into_iter()
+            .find(|l| l.split(' ').nth(4) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {:#?}", lines(&root_layer)))
+    };
+    assert!(line_of("./etc/passwd").contains(" 33:33 "));
+    assert!(line_of("./data/").contains(" 1000:1000 "));
+    assert!(line_of("./data/f").starts_with("- 4755 1000:100 "));
+    assert!(line_of("./devs/null").starts_with("c ") && line_of("./devs/null").ends_with(" 1,3"));
+    assert!(line_of("./devs/sda").starts_with("b 0600 0:6 "));
+    line_of("./etc/.wh.motd");
+    assert_eq!(
+        as_nobody.info["layer"]["diffId"], as_root.info["layer"]["diffId"],
+        "the same layer, byte for byte"
     );
-    assert!(!output.status.success(), "the chown must fail:\n{stderr}");
-    assert!(
-        stderr.contains("Key `runAsRoot`: The script failed")
-            && stderr.contains("files can only be owned by root"),
-        "the error says why:\n{stderr}"
-    );
-    assert!(!case.join("chown.tar").exists(), "no output");
     case.assert_clean();
 }
 

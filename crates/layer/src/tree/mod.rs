@@ -404,6 +404,7 @@ mod tests {
         let options = UpperOptions {
             root_uid: root.0,
             root_gid: root.1,
+            ..UpperOptions::default()
         };
         let tree = Tree::from_upper(up, &options, &mut Warnings::default()).unwrap();
         tree.entries(&Owner::numeric(9, 9), 0)

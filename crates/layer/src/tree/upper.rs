@@ -6,7 +6,7 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use super::{Dir, Node, Tree, Warnings, sorted_children};
+use super::{Dir, Node, Recorded, Recordings, Tree, Warnings, sorted_children};
 use crate::entry::EntryKind;
 use crate::error::{Error, Result};
 use crate::overlay::{
@@ -16,22 +16,34 @@ use crate::stat::{folder_metadata, leaf_node};
 
 /// How [`Tree::from_upper`] reads owners from disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct UpperOptions {
+pub struct UpperOptions<'a> {
     /// The host user id that stands for root: 0 when the script ran as real root, the
     /// caller's uid when it ran as root of a user namespace. Files owned by it are recorded
     /// as owned by 0; other ids are kept as they are.
     pub root_uid: u64,
     /// The host group id that stands for root, as `root_uid`.
     pub root_gid: u64,
+    /// What a script run without real root recorded (see [`Tree::from_staged`]): owners it
+    /// gave and device nodes it made, which the disk cannot show. A recorded owner wins
+    /// over the one on disk; a regular file recorded as a device becomes that device.
+    pub recordings: Option<&'a Recordings>,
 }
 
-impl UpperOptions {
+impl UpperOptions<'_> {
     fn owner(&self, md: &Metadata) -> (u64, u64) {
         let map = |id: u64, root: u64| if id == root { 0 } else { id };
-        (
+        let disk = (
             map(u64::from(md.uid()), self.root_uid),
             map(u64::from(md.gid()), self.root_gid),
-        )
+        );
+        match self.recorded(md) {
+            Some(r) => (r.uid.unwrap_or(disk.0), r.gid.unwrap_or(disk.1)),
+            None => disk,
+        }
+    }
+
+    fn recorded(&self, md: &Metadata) -> Option<&Recorded> {
+        self.recordings?.get(&(md.dev(), md.ino()))
     }
 }
 
@@ -43,7 +55,11 @@ impl Tree {
     /// directory with the opaque attribute (`trusted.overlay.opaque` or
     /// `user.overlay.opaque` set to `y`) gets an empty `.wh..wh..opq` file. Whiteout files
     /// take the owner of what they come from and mode 0644.
-    pub fn from_upper(dir: &Path, options: &UpperOptions, warnings: &mut Warnings) -> Result<Tree> {
+    pub fn from_upper(
+        dir: &Path,
+        options: &UpperOptions<'_>,
+        warnings: &mut Warnings,
+    ) -> Result<Tree> {
         let md = folder_metadata(dir, dir, false)?;
         let mut tree = Tree::new();
         tree.root.mode = md.mode() & 0o7777;
@@ -60,7 +76,7 @@ impl Tree {
 
 /// Reads an overlay upper directory for [`Tree::from_upper`].
 struct UpperReader<'a> {
-    options: &'a UpperOptions,
+    options: &'a UpperOptions<'a>,
     warnings: &'a mut Warnings,
     owners: &'a mut BTreeMap<Vec<u8>, (u64, u64)>,
 }
@@ -101,6 +117,13 @@ impl UpperReader<'_> {
                     child.children.insert(OPAQUE_MARKER.to_vec(), empty_file());
                 }
                 Node::Dir(child)
+            } else if let Some(kind) = self
+                .options
+                .recorded(&md)
+                .and_then(|r| r.device.clone())
+                .filter(|_| ft.is_file())
+            {
+                Node::Special { kind, mode }
             } else if let Some(node) = leaf_node(&path, &md, self.warnings)? {
                 node
             } else {

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             }
         };
         return match run_as_root(&req, Path::new("/proc/self/exe"), &Cancel::new()) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
