@@ -1,8 +1,9 @@
 //! Project automation for the buildimage workspace, run as `cargo xtask <command>`.
 //!
 //! - `cargo xtask ci` installs the tools the end-to-end tests drive (via `apt-get`, only
-//!   what is missing), then runs the format check, clippy, all tests against a private
-//!   `dockerd`, and the documentation build. `.ci/run` calls it.
+//!   what is missing), then runs the format check, the `flake.nix` parse check, clippy,
+//!   the static `dist` build with its checks, all tests against a private `dockerd`, and
+//!   the documentation build. `.ci/run` calls it.
 //! - `cargo xtask dockerd -- CMD ARGS...` starts the same private `dockerd`, runs `CMD`
 //!   with `BUILDIMAGE_TEST_DOCKER_HOST` pointing at it, and stops it again, so a developer
 //!   can run single end-to-end tests:
@@ -21,6 +22,10 @@
 //!
 //! - `cargo xtask man` renders the man pages of `buildimage` into `target/man/`.
 //!
+//! - `cargo xtask dist` builds `target/dist/bin/buildimage`, statically linked so that it
+//!   runs as a Nix derivation's builder on any Linux of its architecture, and checks it
+//!   with `ldd` and `--version` (see [`dist`]).
+//!
 //! Every child runs under [`process::run`], which makes sure `SIGINT`, `SIGTERM` and
 //! `SIGHUP` reach it; the private daemon is stopped, unmounted and deleted on every way out,
 //! including those signals.
@@ -28,6 +33,7 @@
 mod apt;
 mod bench;
 mod bench_push;
+mod dist;
 mod dockerd;
 mod example;
 mod fuzz;
@@ -54,7 +60,9 @@ usage: cargo xtask <command>
 
 commands:
   ci                          install missing test tools (apt-get), then run fmt --check,
-                              clippy -D warnings, all tests with a private dockerd, and docs
+                              nix-instantiate --parse flake.nix, clippy -D warnings, the
+                              dist build and its checks, all tests with a private dockerd,
+                              and docs
   dockerd [--] CMD [ARGS...]  start a private dockerd, run CMD with
                               BUILDIMAGE_TEST_DOCKER_HOST set to its socket, then stop it;
                               e.g. cargo xtask dockerd -- cargo test -p buildimage-cli docker
@@ -72,6 +80,9 @@ commands:
   fuzz [SECONDS]              run each cargo-fuzz target in fuzz/ for SECONDS (default 60),
                               installing cargo-fuzz if missing; new corpus entries are kept
                               in fuzz/corpus/, crashes go to fuzz/artifacts/
+  dist                        build target/dist/bin/buildimage, statically linked (glibc)
+                              for use as a Nix builder; check it with ldd and --version,
+                              print its path
   man                         write the man pages of buildimage and its commands into
                               target/man/ (view with man -l target/man/buildimage.1)
   golden                      rewrite the golden files of crates/cli/tests/golden/ by running
@@ -118,6 +129,10 @@ fn main() -> ExitCode {
                 Ok(ExitCode::from(2))
             }
         }
+        Some("dist") if rest.is_empty() => dist::dist(workspace_root()).map(|path| {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }),
         Some("man") if rest.is_empty() => {
             man::man(&workspace_root().join("target/man")).map(|pages| {
                 for page in pages {
@@ -172,6 +187,9 @@ fn ci_steps() -> Result<()> {
     header("cargo fmt --all -- --check");
     cargo_step(root, &["fmt", "--all", "--", "--check"], None)?;
 
+    header("nix-instantiate --parse flake.nix");
+    dist::parse_flake(root)?;
+
     header("cargo clippy --workspace --all-targets --locked -- -D warnings");
     cargo_step(
         root,
@@ -186,6 +204,10 @@ fn ci_steps() -> Result<()> {
         ],
         None,
     )?;
+
+    // The static binary a Nix store gets (about two minutes from scratch): built once
+    // here, before the tests, so that a later step can use the returned path.
+    dist::dist(root)?;
 
     header("start private dockerd");
     let mut daemon = PrivateDockerd::start()?;
