@@ -37,6 +37,9 @@ pub enum Command {
     /// Write a layered image from a SPEC of streamLayeredImage arguments as a plain
     /// archive, to standard output unless -o says otherwise: `… | docker load`.
     StreamLayered(LayeredArgs),
+    /// The builder of the Nix functions (nix/default.nix): build what a derivation's
+    /// structured attributes (`.attrs.json`) describe into its outputs.
+    NixBuild(NixBuildArgs),
     /// Manage the layer cache.
     Cache(CacheArgs),
     /// Print a completion script for SHELL on standard output.
@@ -187,4 +190,28 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum, value_name = "SHELL")]
     pub shell: clap_complete::Shell,
+}
+
+/// Arguments of `buildimage nix-build`.
+#[derive(Debug, clap::Args)]
+pub struct NixBuildArgs {
+    /// The dockerTools function the derivation stands for.
+    #[arg(value_enum, value_name = "FUNCTION")]
+    pub function: NixFunction,
+    /// The structured attributes. Default: `$NIX_ATTRS_JSON_FILE`, else
+    /// `$NIX_BUILD_TOP/.attrs.json` (where Nix writes them).
+    #[arg(long, value_name = "PATH")]
+    pub attrs: Option<PathBuf>,
+}
+
+/// What `buildimage nix-build` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NixFunction {
+    /// `buildImage`: `$out` is the image, `$layer` its layer's report.
+    Build,
+    /// `buildLayeredImage`: `$out` is the image.
+    BuildLayered,
+    /// `streamLayeredImage`: `$out` is an executable that streams the image, `$conf` holds
+    /// the spec it runs and the closure listing of its store paths.
+    StreamLayered,
 }

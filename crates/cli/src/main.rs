@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             &signals,
             user_umask.bits(),
         ),
+        Command::NixBuild(args) => commands::nix_build::run(args),
         Command::Cache(args) => commands::cache::run(args, cli.quiet),
         Command::Completions(args) => {
             commands::completions::run(args);

@@ -9,6 +9,8 @@ mod docker;
 
 mod nix;
 
+mod nix_functions;
+
 mod base;
 
 mod faults;

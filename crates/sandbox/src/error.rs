@@ -3,6 +3,10 @@
 use std::io;
 use std::path::PathBuf;
 
+/// What a failing script's message adds where setuid and setgid bits cannot be set.
+const SETUID_FILTERED_NOTE: &str = "; setuid and setgid bits cannot be set here: Nix's build \
+     sandbox refuses them to every builder (`filter-syscalls = false` in nix.conf allows them)";
+
 /// Everything that can go wrong while extracting a layer or running a script.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -102,10 +106,16 @@ pub enum Error {
         shell: String,
     },
     /// The script ended with a non-zero exit status.
-    #[error("The script failed with exit status {status} (its error output is above)")]
+    #[error(
+        "The script failed with exit status {status} (its error output is above){}",
+        if *setuid_filtered { SETUID_FILTERED_NOTE } else { "" }
+    )]
     ScriptFailed {
         /// Its exit status.
         status: i32,
+        /// Whether this process may not set setuid or setgid bits at all (see
+        /// [`Error::script_failed`]), which may be why.
+        setuid_filtered: bool,
     },
     /// The script was killed by a signal.
     #[error("The script was killed by signal {signal}")]
@@ -152,3 +162,31 @@ impl From<buildimage_layer::Error> for Error {
 
 /// The result type of the sandbox crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A script that ended with `status`, noting when setuid and setgid bits cannot be set
+    /// here at all: Nix's build sandbox makes every `chmod` that sets them fail with EPERM
+    /// (a seccomp filter that ours cannot override), so a script that sets one fails
+    /// there, and only there.
+    pub(crate) fn script_failed(status: i32) -> Error {
+        Error::ScriptFailed {
+            status,
+            setuid_filtered: setuid_filtered(),
+        }
+    }
+}
+
+/// Whether a `chmod` that sets the setuid bit fails with EPERM on a file of our own: tried
+/// on an unnamed temporary file in the temporary folder.
+fn setuid_filtered() -> bool {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::{Mode, fchmod};
+    let Ok(file) = open(
+        &std::env::temp_dir(),
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) else {
+        return false;
+    };
+    fchmod(&file, Mode::from_bits_truncate(0o4700)) == Err(nix::errno::Errno::EPERM)
+}

@@ -131,7 +131,8 @@ fn in_place(job: &FakeRoot, stop: &Cancel) -> Result<Report, Report> {
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| Report::failed("pass standard error on", e))?;
-    let mut cmd = Command::new("sh");
+    let shell = crate::script::host_shell();
+    let mut cmd = Command::new(&shell);
     cmd.args(["-e", "-c", &job.script, "fakeRootCommands"])
         .current_dir(&job.dir)
         .env("TZ", "UTC")
@@ -141,8 +142,8 @@ fn in_place(job: &FakeRoot, stop: &Cancel) -> Result<Report, Report> {
         .stdout(Stdio::from(to_stderr))
         // Its own process group, so that what it starts in the background ends with it.
         .process_group(0);
-    let (mut child, listener) =
-        fakeroot::spawn(cmd).map_err(|e| Report::failed("start the script", e))?;
+    let (mut child, listener) = fakeroot::spawn(cmd)
+        .map_err(|e| Report::failed("start the shell", format!("{}: {e}", shell.display())))?;
     let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let kill = |_: &mut Child| {
         killpg(group, Signal::SIGKILL).ok();

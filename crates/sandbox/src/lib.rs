@@ -277,7 +277,7 @@ fn recorded(report: Report, self_exe: &Path) -> Result<Recordings> {
         Report::Recorded {
             exited: Some(status),
             ..
-        } => Err(Error::ScriptFailed { status }),
+        } => Err(Error::script_failed(status)),
         Report::Recorded { signal, .. } => Err(Error::ScriptKilled {
             signal: signal.unwrap_or(0),
         }),
@@ -378,7 +378,7 @@ fn drain<R: Read + Send + 'static>(
 /// The error a report other than success stands for.
 fn report_error(report: Report, self_exe: &Path) -> Error {
     match report {
-        Report::Exited(status) => Error::ScriptFailed { status },
+        Report::Exited(status) => Error::script_failed(status),
         Report::Signaled(signal) => Error::ScriptKilled { signal },
         Report::Interrupted => buildimage_layer::Interrupted.into(),
         Report::NoShell => Error::NoShell,

@@ -2,7 +2,7 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -15,6 +15,17 @@ use crate::error::{Error, Result};
 
 /// How often the caller looks whether the script ended or a stop was asked for.
 const POLL: Duration = Duration::from_millis(20);
+
+/// The host's shell for scripts: `sh` from `PATH`, else `/bin/sh` (a Nix build's `PATH`
+/// names nothing, and its sandbox has only `/bin/sh`).
+pub(crate) fn host_shell() -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("sh"))
+        .find(|sh| sh.is_file())
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
+}
 
 /// Runs `script` with `sh -e -c` in `dir`, as the invoking user, with `name` as its `$0`
 /// (so the shell's own messages say which script failed).
@@ -30,7 +41,8 @@ pub fn run_script(name: &str, script: &str, dir: &Path, cancel: &Cancel) -> Resu
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| Error::io("duplicate", "standard error", e))?;
-    let mut child = Command::new("sh")
+    let shell = host_shell();
+    let mut child = Command::new(&shell)
         .arg("-e")
         .arg("-c")
         .arg(script)
@@ -43,7 +55,7 @@ pub fn run_script(name: &str, script: &str, dir: &Path, cancel: &Cancel) -> Resu
         .process_group(0)
         .spawn()
         .map_err(|e| Error::Spawn {
-            path: "sh".into(),
+            path: shell.clone(),
             source: e,
         })?;
     let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
@@ -64,7 +76,7 @@ pub fn run_script(name: &str, script: &str, dir: &Path, cancel: &Cancel) -> Resu
     let _ = killpg(group, Signal::SIGKILL);
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(()),
-        (Some(status), _) => Err(Error::ScriptFailed { status }),
+        (Some(status), _) => Err(Error::script_failed(status)),
         (None, signal) => Err(Error::ScriptKilled {
             signal: signal.unwrap_or(0),
         }),

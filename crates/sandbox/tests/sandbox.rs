@@ -374,7 +374,10 @@ fn a_failing_script_reports_its_status_and_its_output_goes_to_stderr() {
     let mut sb = Sandbox::busybox();
     let req = sb.request("echo to-stdout; echo to-stderr >&2; touch /partial; exit 3");
     let err = sb.run(&req).unwrap_err();
-    assert!(matches!(err, Error::ScriptFailed { status: 3 }), "{err:?}");
+    assert!(
+        matches!(err, Error::ScriptFailed { status: 3, .. }),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "The script failed with exit status 3 (its error output is above)"

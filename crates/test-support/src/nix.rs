@@ -168,8 +168,9 @@ impl BuiltStore {
     }
 }
 
-/// Removes the `/tmp/<prefix><pid>.*` folders of test processes that have ended.
-fn remove_stale(prefix: &str) {
+/// Removes the `/tmp/<prefix><pid>.*` folders of test processes that have ended: fixtures
+/// that live in `static`s, which are never dropped, are named so.
+pub fn remove_stale(prefix: &str) {
     let Ok(entries) = fs::read_dir("/tmp") else {
         return;
     };

@@ -25,8 +25,25 @@ use crate::progress::Progress;
 use crate::report;
 use crate::signals::Signals;
 
-/// Reads the spec and returns its text and the folder its relative paths start from.
+/// Reads the spec and returns its text and the folder its relative paths start from. A
+/// first line starting with `#!` is left out (kept as an empty line, so that positions in
+/// errors stay right): a spec under `#!/path/to/buildimage stream-layered` is an
+/// executable that streams its image, as the Nix function `streamLayeredImage` makes them.
 pub fn read_spec(path: &Path) -> Result<(String, PathBuf)> {
+    let (text, dir) = read_spec_text(path)?;
+    Ok((without_interpreter_line(text), dir))
+}
+
+fn without_interpreter_line(text: String) -> String {
+    if text.starts_with("#!") {
+        text.find('\n')
+            .map_or_else(String::new, |end| text[end..].to_owned())
+    } else {
+        text
+    }
+}
+
+fn read_spec_text(path: &Path) -> Result<(String, PathBuf)> {
     if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
@@ -374,5 +391,21 @@ pub fn print_report(
 pub fn print_warnings(progress: &Progress<'_>, warnings: &[String]) {
     for warning in warnings {
         progress.println(&format!("warning: {warning}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_interpreter_line;
+
+    #[test]
+    fn an_interpreter_line_becomes_an_empty_line() {
+        let script = "#!/nix/store/x-buildimage/bin/buildimage stream-layered\n{\"name\": \"a\"}\n";
+        assert_eq!(
+            without_interpreter_line(script.to_owned()),
+            "\n{\"name\": \"a\"}\n"
+        );
+        assert_eq!(without_interpreter_line("#!only".to_owned()), "");
+        assert_eq!(without_interpreter_line("{}".to_owned()), "{}");
     }
 }

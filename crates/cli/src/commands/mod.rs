@@ -5,3 +5,4 @@ pub mod cache;
 pub mod common;
 pub mod completions;
 pub mod layered;
+pub mod nix_build;
