@@ -3,8 +3,9 @@
 //! A [`Store`] is a directory holding `nix/store` (what `nix --store DIR` calls a store
 //! root). It answers "what does this path reference?" from, in this order:
 //!
-//! 1. the store's database `nix/var/nix/db/db.sqlite`, opened read-only (`mode=ro`, which
-//!    also reads changes still in the write-ahead log);
+//! 1. the store's database `nix/var/nix/db/db.sqlite`, opened read-only with the changes
+//!    still in its write-ahead log, also by a user who cannot write the database's folder
+//!    (see [`Store::open`]);
 //! 2. listings given with [`Store::with_registration`] (a `closureInfo` `registration` file,
 //!    `nix-store --dump-db` output, or an exportReferencesGraph file);
 //! 3. scanning, as Nix does after a build: the path's NAR is searched for the hash parts of
@@ -244,8 +245,12 @@ impl Store {
     /// Uses `root/nix/var/nix/db/db.sqlite` when it exists; then scanning is off
     /// ([`Store::scan_unknown`]). Without a database, scanning is on.
     ///
-    /// The database is opened read-only, but SQLite must be able to read or create its
-    /// `-wal` and `-shm` files beside it (Nix keeps the database in WAL mode).
+    /// The database is opened read-only, and never written to. Nix keeps it in WAL mode,
+    /// and a user of a multi-user install can neither create its `-wal` and `-shm` files
+    /// nor write the existing ones, so when SQLite cannot read it in place, the main file
+    /// is read as it is when there is no write-ahead log, and a private copy of both files
+    /// is read when there is one (docs/formats.md §10.6). An unreadable write-ahead log is
+    /// an error.
     pub fn open(root: &Path) -> Result<Self> {
         let mut store = Self::open_without_db(root)?;
         let db_path = root.join(DB_DIR).join(DB_FILE);

@@ -27,11 +27,11 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use crate::closure::PathInfo;
 use crate::error::{Error, Result};
@@ -291,13 +291,29 @@ fn check_acyclic(rows: &[Row<'_>]) -> Result<()> {
     Ok(())
 }
 
-/// A store's database, opened read-only.
+/// How many times a copy or a query is tried while the database keeps changing under it.
+/// Each change needs a Nix process to commit and checkpoint within that short window; two
+/// in a row are already rare.
+const ATTEMPTS: usize = 5;
+
+/// How a [`StoreDb`] reads the database (see [`StoreDb::open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `mode=ro` on the file itself.
+    InPlace,
+    /// `immutable=1` on the file itself: no lock, no side file, no write-ahead log.
+    Immutable,
+    /// `mode=ro` on a private copy of `db.sqlite` and `db.sqlite-wal`.
+    Copy,
+}
+
+/// A store's database, opened for reading by whoever runs the build, root or not.
 ///
 /// The connection sits behind a mutex so that a [`crate::Store`] can be shared between
 /// threads; queries are short.
 pub(crate) struct StoreDb {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    reader: Mutex<Reader>,
 }
 
 impl std::fmt::Debug for StoreDb {
@@ -309,27 +325,44 @@ impl std::fmt::Debug for StoreDb {
 }
 
 impl StoreDb {
-    /// Opens `path` with the SQLite URI `file:<path>?mode=ro`.
+    /// Opens the database `path` read-only, in the first of three ways that works.
     ///
-    /// Read-only mode still reads the write-ahead log, so changes Nix has not checkpointed
-    /// yet are seen, as long as the `-wal` and `-shm` files can be read or created.
-    /// `immutable=1` would skip the log and miss them.
+    /// Nix keeps its database in WAL mode: a commit goes to `db.sqlite-wal`, readers find it
+    /// there through the index in `db.sqlite-shm`, and a checkpoint later copies it into
+    /// `db.sqlite`. Nix 2.8 checkpoints and deletes both side files when its last
+    /// connection closes; while a Nix process has the database open, or after one was
+    /// killed, they stay, with the mode of `db.sqlite`. In a multi-user install the folder
+    /// is root's and not writable by the users, who can then neither create the side files
+    /// nor write the index. So:
+    ///
+    /// 1. `mode=ro` on the file. SQLite reads the log in place, with an index it creates
+    ///    when the folder is writable, or with the existing `-wal` and `-shm` when it can
+    ///    read them. This is what root gets, and the only way that also sees commits made
+    ///    after the open. (When it has to create the side files it leaves them behind, as
+    ///    a read-only connection cannot remove them; Nix uses them as its own.)
+    /// 2. When SQLite cannot create or open the side files and there is no `-wal`, or an
+    ///    empty one, every commit is in `db.sqlite`: `immutable=1`, which reads the main
+    ///    file without locks or side files. This is the usual case for an ordinary user,
+    ///    since the files are gone whenever no Nix process runs. Without locks, a Nix
+    ///    process that starts later and checkpoints could change the file under a query,
+    ///    so the file's identity, size and times are compared before the open, after it
+    ///    and around every query; when they changed, the database is opened again from
+    ///    step 1 and the query repeated. A `-wal` that appears during the open also moves
+    ///    on to step 3.
+    /// 3. Otherwise (a non-empty `-wal` next to an index that is missing or unreadable):
+    ///    `db.sqlite` and `db.sqlite-wal` are copied into a private temporary folder and
+    ///    the copy is opened `mode=ro`; SQLite rebuilds the index from the copied log, so
+    ///    commits that are only in the log are seen. The copy is made again when either
+    ///    file changed while it was copied, and the folder is removed when the
+    ///    `StoreDb` is dropped. A `-wal` the user cannot read is an error: its commits
+    ///    cannot be seen, and the main file alone may list paths the log has deleted.
+    ///
+    /// None of these writes next to the database unless step 1 can. Errors name `path`
+    /// (or its `-wal`), never the copy.
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let uri = format!("file:{}?mode=ro", uri_escape(path));
-        let conn = Connection::open_with_flags(
-            uri,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_URI
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| Error::sqlite(path, e))?;
-        // Fail now, not at the first query, when the file is not a Nix database.
-        conn.prepare("select id, path, hash, narSize from ValidPaths limit 0")
-            .and_then(|mut stmt| stmt.query([]).map(drop))
-            .map_err(|e| Error::sqlite(path, e))?;
         Ok(StoreDb {
             path: path.to_owned(),
-            conn: Mutex::new(conn),
+            reader: Mutex::new(Reader::open(path)?),
         })
     }
 
@@ -338,20 +371,37 @@ impl StoreDb {
         &self.path
     }
 
-    /// The `path` column of every row.
-    pub(crate) fn valid_paths(&self) -> Result<BTreeSet<String>> {
-        let conn = self
-            .conn
+    /// Runs `read` on the connection, again on a new one when the database changed under
+    /// an `immutable=1` connection (see [`StoreDb::open`]).
+    fn read<T>(&self, read: impl Fn(&Connection) -> Result<T>) -> Result<T> {
+        let mut reader = self
+            .reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for _ in 0..ATTEMPTS {
+            if !reader.is_current(&self.path) {
+                *reader = Reader::open(&self.path)?;
+            }
+            let result = read(&reader.conn);
+            if reader.is_current(&self.path) {
+                return result;
+            }
+        }
+        Err(kept_changing(&self.path))
+    }
+
+    /// The `path` column of every row.
+    pub(crate) fn valid_paths(&self) -> Result<BTreeSet<String>> {
         let sql = |e| Error::sqlite(&self.path, e);
-        let mut stmt = conn
-            .prepare_cached("select path from ValidPaths")
-            .map_err(sql)?;
-        stmt.query_map([], |row| row.get(0))
-            .map_err(sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sql)
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("select path from ValidPaths")
+                .map_err(sql)?;
+            stmt.query_map([], |row| row.get(0))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql)
+        })
     }
 
     /// The row of `path` with its references, or `None` when the path is not valid.
@@ -359,10 +409,11 @@ impl StoreDb {
     /// An all-zero hash and a NULL or zero `narSize` read as unknown (`None`), as Nix treats
     /// them (`nix-store --verify` fills them in).
     pub(crate) fn query(&self, path: &StorePath) -> Result<Option<PathInfo>> {
-        let conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.read(|conn| self.query_in(conn, path))
+    }
+
+    /// [`StoreDb::query`] on `conn`.
+    fn query_in(&self, conn: &Connection, path: &StorePath) -> Result<Option<PathInfo>> {
         let sql = |e| Error::sqlite(&self.path, e);
         let row: Option<(i64, String, Option<i64>)> = conn
             .prepare_cached("select id, hash, narSize from ValidPaths where path = ?1")
@@ -409,6 +460,188 @@ impl StoreDb {
             nar_size,
             references,
         }))
+    }
+}
+
+/// One open connection to a store's database, and what it needs to stay valid.
+struct Reader {
+    /// Declared before `_copy`, so that it is closed before the copy is removed.
+    conn: Connection,
+    access: Access,
+    /// With [`Access::Immutable`]: the main file when it was opened.
+    opened: Option<Stamp>,
+    /// With [`Access::Copy`]: the private folder holding the copy, kept for its drop,
+    /// which removes it.
+    _copy: Option<tempfile::TempDir>,
+}
+
+impl Reader {
+    /// Steps 1 to 3 of [`StoreDb::open`].
+    fn open(path: &Path) -> Result<Reader> {
+        let err = match connect(path, "mode=ro") {
+            Ok(conn) => {
+                return Ok(Reader {
+                    conn,
+                    access: Access::InPlace,
+                    opened: None,
+                    _copy: None,
+                });
+            }
+            Err(err) => err,
+        };
+        let wal = Stamp::of(&wal_path(path));
+        match fallback(&err, wal.map(|w| w.len)) {
+            None => Err(Error::sqlite(path, err)),
+            Some(Access::Immutable) => match Reader::immutable(path)? {
+                Some(reader) => Ok(reader),
+                None => Reader::copy(path),
+            },
+            Some(_) => Reader::copy(path),
+        }
+    }
+
+    /// Step 2: `immutable=1`, or `None` when the files changed during the open or a
+    /// non-empty `-wal` is there.
+    fn immutable(path: &Path) -> Result<Option<Reader>> {
+        let wal = wal_path(path);
+        let before = (Stamp::of(path), Stamp::of(&wal));
+        if before.1.is_some_and(|w| w.len > 0) {
+            return Ok(None);
+        }
+        let conn = connect(path, "mode=ro&immutable=1").map_err(|e| Error::sqlite(path, e))?;
+        if (Stamp::of(path), Stamp::of(&wal)) != before {
+            return Ok(None);
+        }
+        Ok(Some(Reader {
+            conn,
+            access: Access::Immutable,
+            opened: before.0,
+            _copy: None,
+        }))
+    }
+
+    /// Step 3: a private copy of `db.sqlite` and, if there is one, `db.sqlite-wal`, in a
+    /// new folder in `TMPDIR`.
+    fn copy(path: &Path) -> Result<Reader> {
+        Reader::copy_in(path, &std::env::temp_dir())
+    }
+
+    /// [`Reader::copy`] with a new folder in `parent`.
+    fn copy_in(path: &Path, parent: &Path) -> Result<Reader> {
+        let wal = wal_path(path);
+        for _ in 0..ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("buildimage-nixdb.")
+                .tempdir_in(parent)
+                .map_err(|e| Error::io("make a private copy of", path, e))?;
+            let copy = dir.path().join(DB_FILE);
+            let before = (Stamp::of(path), Stamp::of(&wal));
+            fs::copy(path, &copy).map_err(|e| Error::io("copy", path, e))?;
+            if before.1.is_some() {
+                match fs::copy(&wal, wal_path(&copy)) {
+                    Ok(_) => {}
+                    // Checkpointed and removed since: start again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("read the write-ahead log", wal, e)),
+                }
+            }
+            if (Stamp::of(path), Stamp::of(&wal)) != before {
+                continue;
+            }
+            let conn = connect(&copy, "mode=ro").map_err(|e| Error::sqlite(path, e))?;
+            return Ok(Reader {
+                conn,
+                access: Access::Copy,
+                opened: None,
+                _copy: Some(dir),
+            });
+        }
+        Err(kept_changing(path))
+    }
+
+    /// Whether the connection still reads what is in `path`: only an `immutable=1`
+    /// connection can be out of date, once the main file changed.
+    fn is_current(&self, path: &Path) -> bool {
+        self.access != Access::Immutable || Stamp::of(path) == self.opened
+    }
+}
+
+/// What to try after `mode=ro` failed with `err`, given the size of the `-wal` file
+/// (`None`: there is none); `None` when the error is not about the side files.
+///
+/// In a folder it cannot write, SQLite 3.50 says `SQLITE_READONLY_DIRECTORY` when the
+/// `-wal` is missing, `SQLITE_CANTOPEN` when only the `-shm` is missing or either cannot
+/// be read, and may say another `SQLITE_READONLY` code when it cannot use a read-only
+/// index (`_CANTINIT`, `_RECOVERY`, `_CANTLOCK`). A database it cannot read at all fails
+/// the fallback too, with an error that names the same file.
+fn fallback(err: &rusqlite::Error, wal_len: Option<u64>) -> Option<Access> {
+    if !matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+    ) {
+        return None;
+    }
+    match wal_len {
+        None | Some(0) => Some(Access::Immutable),
+        Some(_) => Some(Access::Copy),
+    }
+}
+
+/// Opens `file:<path>?<params>` read-only, and checks that it is a Nix database: the
+/// first read is where SQLite opens the side files, and where a file that is not a
+/// database shows.
+fn connect(path: &Path, params: &str) -> rusqlite::Result<Connection> {
+    let uri = format!("file:{}?{params}", uri_escape(path));
+    let conn = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.prepare("select id, path, hash, narSize from ValidPaths limit 0")
+        .and_then(|mut stmt| stmt.query([]).map(drop))?;
+    Ok(conn)
+}
+
+/// `<path>-wal`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The error when the database kept changing under a copy or an `immutable=1` read.
+fn kept_changing(path: &Path) -> Error {
+    Error::io(
+        "read a stable state of",
+        path,
+        io::Error::other(format!(
+            "it changed {ATTEMPTS} times while it was read (is a Nix process writing to it?)"
+        )),
+    )
+}
+
+/// What any write to a file, or its replacement, changes: its identity, size and times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// `None` when `path` cannot be examined (for a side file: when there is none).
+    fn of(path: &Path) -> Option<Stamp> {
+        let meta = fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
     }
 }
 
@@ -702,6 +935,210 @@ mod tests {
         assert!(
             matches!(err, Error::DbRow { .. }),
             "a hash without type: {err}"
+        );
+    }
+
+    /// The names in `dir`, sorted.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn fallback_is_immutable_without_a_log_and_a_copy_with_one() {
+        use rusqlite::ffi;
+        // What SQLite 3.50 says, as an ordinary user, when the folder is root's: no side
+        // files and a folder it cannot write; a `-wal` or `-shm` it cannot open; an index
+        // it can read but not trust.
+        for code in [
+            ffi::SQLITE_READONLY_DIRECTORY,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_READONLY_CANTINIT,
+            ffi::SQLITE_READONLY,
+        ] {
+            let err = failure(code);
+            assert_eq!(fallback(&err, None), Some(Access::Immutable), "{err}");
+            assert_eq!(fallback(&err, Some(0)), Some(Access::Immutable), "{err}");
+            assert_eq!(fallback(&err, Some(4152)), Some(Access::Copy), "{err}");
+        }
+        // Not about the side files: the error stands.
+        for err in [
+            failure(ffi::SQLITE_NOTADB),
+            failure(ffi::SQLITE_CORRUPT),
+            failure(ffi::SQLITE_ERROR),
+            rusqlite::Error::InvalidQuery,
+        ] {
+            assert_eq!(fallback(&err, None), None, "{err}");
+            assert_eq!(fallback(&err, Some(4152)), None, "{err}");
+        }
+    }
+
+    #[test]
+    fn immutable_reads_the_main_file_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        write_db(dir.path(), &sample(), 315_532_800).unwrap();
+        let path = dir.path().join(DB_FILE);
+        let reader = Reader::immutable(&path)
+            .unwrap()
+            .expect("no -wal: immutable");
+        assert_eq!(reader.access, Access::Immutable);
+        let db = StoreDb {
+            path: path.clone(),
+            reader: Mutex::new(reader),
+        };
+        for info in sample() {
+            assert_eq!(db.query(&info.path).unwrap(), Some(info));
+        }
+        assert_eq!(db.valid_paths().unwrap().len(), 3);
+        assert_eq!(listing(dir.path()), ["db.sqlite", "schema"]);
+        drop(db);
+        assert_eq!(listing(dir.path()), ["db.sqlite", "schema"]);
+    }
+
+    /// A database like one Nix left while another process held it open: `db.sqlite` with
+    /// the sample, and a `db.sqlite-wal` (no `-shm`) holding one more path. Returns the
+    /// folder and that path's info.
+    fn database_with_a_log() -> (tempfile::TempDir, PathInfo) {
+        let live = tempfile::tempdir().unwrap();
+        write_db(live.path(), &sample(), 315_532_800).unwrap();
+        let path = live.path().join(DB_FILE);
+        // An open reader keeps the writer's close from checkpointing the log into the
+        // main file and removing it, as any other connection keeps Nix's.
+        let reader = Connection::open(&path).unwrap();
+        let count: i64 = reader
+            .query_row("select count(*) from ValidPaths", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 3);
+        let late = info("late", &["late", "dep"]);
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute(
+                "insert into ValidPaths (path, hash, registrationTime, narSize) \
+                 values (?1, ?2, 1, ?3)",
+                params![
+                    late.path.as_str(),
+                    hash::format(&late.nar_hash.unwrap(), HashForm::Base16),
+                    i64::try_from(late.nar_size.unwrap()).unwrap()
+                ],
+            )
+            .unwrap();
+        writer
+            .execute(
+                "insert into Refs (referrer, reference) select l.id, r.id \
+                 from ValidPaths l, ValidPaths r where l.path = ?1 and r.path in (?1, ?2)",
+                params![late.path.as_str(), sp("dep").as_str()],
+            )
+            .unwrap();
+        drop(writer);
+        let copy = tempfile::tempdir().unwrap();
+        for name in [DB_FILE, "db.sqlite-wal"] {
+            fs::copy(live.path().join(name), copy.path().join(name)).unwrap();
+        }
+        drop(reader);
+        let copied = copy.path().join(DB_FILE);
+        assert!(fs::metadata(wal_path(&copied)).unwrap().len() > 0);
+        let main_only = connect(&copied, "mode=ro&immutable=1").unwrap();
+        let in_main: i64 = main_only
+            .query_row(
+                "select count(*) from ValidPaths where path = ?1",
+                [late.path.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(in_main, 0, "the new path must be only in the log");
+        (copy, late)
+    }
+
+    #[test]
+    fn a_private_copy_sees_paths_that_are_only_in_the_log() {
+        let (dir, late) = database_with_a_log();
+        let path = dir.path().join(DB_FILE);
+        // A non-empty log rules out immutable=1, which would miss the path.
+        assert!(Reader::immutable(&path).unwrap().is_none());
+        let tmp = tempfile::tempdir().unwrap();
+        let reader = Reader::copy_in(&path, tmp.path()).unwrap();
+        assert_eq!(reader.access, Access::Copy);
+        let db = StoreDb {
+            path: path.clone(),
+            reader: Mutex::new(reader),
+        };
+        assert_eq!(db.query(&late.path).unwrap(), Some(late));
+        assert_eq!(db.valid_paths().unwrap().len(), 4);
+        for info in sample() {
+            assert_eq!(db.query(&info.path).unwrap(), Some(info));
+        }
+        assert_eq!(
+            listing(dir.path()),
+            ["db.sqlite", "db.sqlite-wal"],
+            "nothing written next to the database"
+        );
+        let copies = listing(tmp.path());
+        assert_eq!(copies.len(), 1, "one private folder: {copies:?}");
+        drop(db);
+        assert_eq!(
+            listing(tmp.path()),
+            Vec::<String>::new(),
+            "the copy outlived the StoreDb"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_log_is_an_error_that_names_it() {
+        let (dir, _) = database_with_a_log();
+        let path = dir.path().join(DB_FILE);
+        fs::remove_file(wal_path(&path)).unwrap();
+        // A folder where the log should be: reading it fails as an unreadable file does
+        // (root reads every file).
+        fs::create_dir(wal_path(&path)).unwrap();
+        let err = Reader::copy(&path).err().expect("an unreadable log");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Cannot read the write-ahead log {}",
+                wal_path(&path).display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_immutable_reader_opens_again_when_nix_changes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_db(dir.path(), &sample(), 315_532_800).unwrap();
+        let path = dir.path().join(DB_FILE);
+        let db = StoreDb {
+            path: path.clone(),
+            reader: Mutex::new(Reader::immutable(&path).unwrap().unwrap()),
+        };
+        assert_eq!(db.valid_paths().unwrap().len(), 3);
+        // The file times have the kernel's clock tick (a few milliseconds) as resolution;
+        // Nix never writes twice that fast, the test could.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // A writer's last close checkpoints into the main file and removes the log: the
+        // immutable connection's cached pages are now out of date.
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute(
+                "delete from ValidPaths where path = ?1",
+                [sp("root").as_str()],
+            )
+            .unwrap();
+        drop(writer);
+        assert!(!wal_path(&path).exists());
+        assert_eq!(db.valid_paths().unwrap().len(), 2);
+        assert_eq!(db.query(&sp("root")).unwrap(), None);
+        let reader = db.reader.lock().unwrap();
+        assert_eq!(
+            reader.access,
+            Access::InPlace,
+            "root may create the side files"
         );
     }
 

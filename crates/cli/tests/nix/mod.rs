@@ -5,7 +5,9 @@
 //! dependency, a store path that is a single symlink, a `buildEnv`-like image root, a static
 //! busybox with an image root of its own, and a path nothing refers to. The binary builds
 //! images from `--store R`; skopeo and umoci unpack them; `nix-store` checks the database of
-//! `includeNixDB` images; a private Docker daemon runs a program that lives in the store.
+//! `includeNixDB` images; a private Docker daemon runs a program that lives in the store;
+//! the user `nobody` builds from a copy of `R` whose database is root's, as in a multi-user
+//! install.
 //!
 //! The store is built once per test binary (a few tenths of a second) in a folder under /tmp
 //! that lives as long as the process (a `static` is never dropped, so the next run removes
@@ -21,6 +23,7 @@ mod database;
 mod docker;
 mod errors;
 mod layout;
+mod multi_user;
 mod sources;
 
 use std::collections::{BTreeMap, BTreeSet};
