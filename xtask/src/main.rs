@@ -267,7 +267,10 @@ pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
         &["build", "--release", "--locked", "-p", "buildimage-cli"],
         None,
     )?;
-    Ok(root.join("target/release/buildimage"))
+    // Cargo puts it under CARGO_TARGET_DIR when that is set (relative to the root).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    Ok(target.join("release/buildimage"))
 }
 
 /// Runs `cargo ARGS` in the workspace root, with the private daemon's socket if given.
