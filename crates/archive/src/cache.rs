@@ -30,7 +30,8 @@ const VERSION_DIR: &str = "v1";
 
 /// Changes whenever compressed bytes of the same layer would change (block sizes, levels,
 /// library behaviour we rely on): blob entries of another version are never read.
-const COMPRESSION_VERSION: u32 = 1;
+// 2: gzip as 1 MiB members deflated by libdeflate, zstd as 8 MiB frames.
+const COMPRESSION_VERSION: u32 = 2;
 
 /// Bytes the cache may take by default before its oldest entries are removed.
 pub const DEFAULT_LIMIT: u64 = 64 << 20;
