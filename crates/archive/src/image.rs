@@ -157,6 +157,7 @@ pub fn assemble(
         observer.layer_done(index, &record);
         records.push(record);
     }
+    dest.settle(&mut records)?;
 
     let config = ImageConfig {
         architecture: image.meta.architecture.clone(),

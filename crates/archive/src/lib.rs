@@ -65,9 +65,9 @@ pub use config::{
     merge_layered_config, repositories_bytes,
 };
 pub use dest::{
-    Blob, BlobImage, BlobStats, BlobStore, BlobWriter, Destination, DockerArchive, ImageMeta,
-    LayerInfo, LayerKind, LayerRecord, LayerSource, Layout, ManifestFormat, OciArchive, OciLayout,
-    oci_manifest_bytes,
+    Blob, BlobImage, BlobStats, BlobStore, BlobWriter, DEFER_BUDGET, Destination, DockerArchive,
+    ImageMeta, LayerInfo, LayerKind, LayerRecord, LayerSource, Layout, ManifestFormat, OciArchive,
+    OciLayout, oci_manifest_bytes,
 };
 pub use error::{Error, Result};
 pub use image::{

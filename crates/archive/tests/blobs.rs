@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::fs;
+use std::io::Read;
 use std::path::Path;
 
 use buildimage_archive::{
@@ -11,6 +12,7 @@ use buildimage_archive::{
 };
 use buildimage_layer::{Cancel, Entry, EntryKind, LayerEntries, Owner};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 /// A layer of one file, with a key when `keyed`, counting how often it is listed.
 struct Layer {
@@ -239,18 +241,32 @@ fn the_cache_skips_keyed_layers_without_listing_them() {
     assert_eq!(plain.manifest, first.manifest);
 }
 
+/// `len` bytes that compress, but not to nothing, different for each `seed`.
+fn noise(len: u32, seed: u32) -> &'static [u8] {
+    Box::leak(
+        (0..len)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<u8>>()
+            .into_boxed_slice(),
+    )
+}
+
 #[test]
 fn compressed_layers_are_the_same_with_any_number_of_workers() {
     let temp = tempfile::tempdir().unwrap();
-    let big: &'static [u8] = Box::leak(
-        (0..3_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect::<Vec<u8>>()
-            .into_boxed_slice(),
-    );
-    let layer = Layer::new(big, false);
+    // Small layers (compressed while the next ones are read, several at once) around one
+    // larger than `DEFER_BUDGET` (streamed into its blob over every worker).
+    let large = u32::try_from(buildimage_archive::DEFER_BUDGET).unwrap() + 3_000_000;
+    let layers = [
+        Layer::new(noise(3_000_000, 1), false),
+        Layer::new(noise(70_000, 2), false),
+        Layer::new(noise(large, 3), false),
+        Layer::new(b"small", false),
+        Layer::new(noise(9_000_000, 4), false),
+    ];
+    let refs: Vec<&Layer> = layers.iter().collect();
     for compressor in [Compressor::Gz, Compressor::Zstd] {
-        let mut digests = Vec::new();
+        let mut results = Vec::new();
         for threads in [1, 2, 4] {
             let dir = temp
                 .path()
@@ -258,13 +274,38 @@ fn compressed_layers_are_the_same_with_any_number_of_workers() {
             let layout = OciLayout::open(&dir, None).unwrap();
             let mut dest =
                 BlobImage::new(layout, compressor, ManifestFormat::Oci, threads, None).unwrap();
-            let summary =
-                assemble(&image(&[&layer], "t"), &mut dest, &Cancel::new(), &Quiet).unwrap();
-            digests.push(summary.layers[0].blob.clone().unwrap().digest);
+            let summary = assemble(&image(&refs, "t"), &mut dest, &Cancel::new(), &Quiet).unwrap();
+            let blobs: Vec<String> = summary
+                .layers
+                .iter()
+                .map(|l| {
+                    let blob = l.blob.clone().expect("every layer's blob is known");
+                    assert_eq!(l.id, blob.digest);
+                    // The blob (a series of gzip members or zstd frames) is the layer.
+                    let path = dir
+                        .join("blobs/sha256")
+                        .join(&blob.digest["sha256:".len()..]);
+                    let bytes = fs::read(path).unwrap();
+                    let mut tar = Vec::new();
+                    match compressor {
+                        Compressor::Gz => flate2::read::MultiGzDecoder::new(&bytes[..])
+                            .read_to_end(&mut tar)
+                            .unwrap(),
+                        _ => zstd::stream::read::Decoder::new(&bytes[..])
+                            .unwrap()
+                            .read_to_end(&mut tar)
+                            .unwrap(),
+                    };
+                    assert_eq!(<[u8; 32]>::from(Sha256::digest(&tar)), l.diff_id);
+                    blob.digest
+                })
+                .collect();
+            let manifest = dest.into_store().1.manifest.unwrap().digest;
+            results.push((blobs, manifest));
         }
         assert!(
-            digests.windows(2).all(|w| w[0] == w[1]),
-            "{compressor:?}: {digests:?}"
+            results.windows(2).all(|w| w[0] == w[1]),
+            "{compressor:?}: {results:?}"
         );
     }
 }

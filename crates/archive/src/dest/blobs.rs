@@ -5,7 +5,14 @@
 //! [`BlobImage`] is the [`Destination`]; a [`BlobStore`] is where its blobs go. A layer the
 //! store already holds is not sent again, and with a [`LayerCache`] a store layer is not
 //! even read: its digests are known from its key.
+//!
+//! The layers of an image are compressed on one pool of workers. A large layer is streamed
+//! into its blob, its blocks spread over every worker; a small one (up to
+//! [`DEFER_BUDGET`]) is read and handed to the workers whole, and its blob is written once
+//! they are done, while the next layers are read: so several small layers are compressed
+//! at once, and the workers never wait for the end of one layer to start on the next.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 
 use data_encoding::HEXLOWER;
@@ -14,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Destination, ImageMeta, LayerInfo, LayerRecord, LayerSource};
 use crate::cache::{BlobEntry, LayerCache};
-use crate::compress::{Compressed, Compressor};
+use crate::compress::{Blocks, Compressed, Compressor, Pending, Workers};
 use crate::error::{Error, Result};
 
 /// Which media types the manifest, config and layers are given.
@@ -143,15 +150,37 @@ pub struct BlobStats {
     pub manifest: Option<Blob>,
 }
 
+/// Uncompressed bytes of the small layers whose blobs may wait to be written at once: a
+/// layer up to this size is compressed while the next ones are read (see the module's
+/// documentation). Bounds the memory they hold; one zstd block: a layer that fits in one
+/// block is compressed on one worker, a larger one is streamed over all of them.
+pub const DEFER_BUDGET: u64 = 8 << 20;
+
+/// A small layer read and handed to the workers, its blob not yet written.
+struct Deferred {
+    /// Its place in the image (and in [`BlobImage::layers`]).
+    slot: usize,
+    diff_id: [u8; 32],
+    size: u64,
+    key: Option<[u8; 32]>,
+    blocks: Pending,
+}
+
 /// An image written as blobs into a [`BlobStore`]: each layer compressed on its own per
 /// `compressor`, the config, then an OCI (or Docker schema 2) manifest.
 pub struct BlobImage<S: BlobStore> {
     store: S,
     compressor: Compressor,
     format: ManifestFormat,
-    threads: u32,
+    /// The pool every layer is compressed on; none without compression.
+    workers: Option<Workers>,
     cache: Option<LayerCache>,
-    layers: Vec<Blob>,
+    /// Every layer's blob, in image order; `None` while a deferred one is not written.
+    layers: Vec<Option<Blob>>,
+    /// Small layers whose blobs are not written yet, oldest first.
+    deferred: VecDeque<Deferred>,
+    /// Their uncompressed sizes, added up.
+    deferred_bytes: u64,
     config: Option<Blob>,
     stats: BlobStats,
 }
@@ -168,13 +197,19 @@ impl<S: BlobStore> BlobImage<S> {
         cache: Option<LayerCache>,
     ) -> Result<Self> {
         format.layer_type(compressor)?;
+        let workers = match compressor {
+            Compressor::None => None,
+            _ => Some(Workers::new(threads).map_err(Error::Write)?),
+        };
         Ok(BlobImage {
             store,
             compressor,
             format,
-            threads,
+            workers,
             cache,
             layers: Vec::new(),
+            deferred: VecDeque::new(),
+            deferred_bytes: 0,
             config: None,
             stats: BlobStats::default(),
         })
@@ -228,7 +263,7 @@ impl<S: BlobStore> BlobImage<S> {
 
     fn skipped(&mut self, blob: Blob, diff_id: [u8; 32], size: u64) -> LayerRecord {
         self.stats.skipped += 1;
-        self.layers.push(blob.clone());
+        self.layers.push(Some(blob.clone()));
         LayerRecord {
             diff_id,
             size,
@@ -236,6 +271,80 @@ impl<S: BlobStore> BlobImage<S> {
             id: blob.digest.clone(),
             blob: Some(blob),
         }
+    }
+}
+
+impl<S: BlobStore> BlobImage<S> {
+    /// The blob of `media_type` whose bytes went through `hashed`.
+    fn blob<W: Write>(hashed: Hashing<W>, media_type: String) -> Blob {
+        let (digest, size) = hashed.result();
+        Blob {
+            digest: format!("sha256:{}", HEXLOWER.encode(&digest)),
+            size,
+            media_type,
+        }
+    }
+
+    /// Counts a layer's blob as sent (`stored`) or found, and records it in the cache.
+    fn stored(
+        &mut self,
+        blob: &Blob,
+        stored: bool,
+        diff_id: &[u8; 32],
+        size: u64,
+        key: Option<[u8; 32]>,
+    ) {
+        if stored {
+            self.stats.uploaded += 1;
+            self.stats.bytes += blob.size;
+        } else {
+            self.stats.skipped += 1;
+        }
+        if let Some(cache) = &self.cache {
+            // Where else the same blob was stored stays known, for mounts.
+            let mut locations = cache
+                .blob(diff_id, self.compressor)
+                .filter(|known| known.digest == blob.digest)
+                .map(|known| known.locations)
+                .unwrap_or_default();
+            if let Some(here) = self.store.location() {
+                locations.retain(|l| *l != here);
+                locations.push(here);
+            }
+            let entry = BlobEntry {
+                digest: blob.digest.clone(),
+                size: blob.size,
+                locations,
+            };
+            cache.put_blob(diff_id, self.compressor, &entry);
+            if let Some(key) = key {
+                cache.put_layer(&key, diff_id, size);
+            }
+        }
+    }
+
+    /// Waits for the oldest deferred layer's blocks and writes its blob.
+    fn write_deferred(&mut self) -> Result<()> {
+        let Some(layer) = self.deferred.pop_front() else {
+            return Ok(());
+        };
+        self.deferred_bytes -= layer.size;
+        let media_type = self.media_type();
+        let mut writer = self.store.start_blob()?;
+        let mut hashed = Hashing::new(&mut *writer);
+        layer.blocks.write_to(&mut hashed).map_err(Error::Write)?;
+        let blob = Self::blob(hashed, media_type);
+        let stored = writer.commit(&blob.digest, blob.size)?;
+        self.stored(&blob, stored, &layer.diff_id, layer.size, layer.key);
+        self.layers[layer.slot] = Some(blob);
+        Ok(())
+    }
+
+    fn write_all_deferred(&mut self) -> Result<()> {
+        while !self.deferred.is_empty() {
+            self.write_deferred()?;
+        }
+        Ok(())
     }
 }
 
@@ -259,47 +368,48 @@ impl<S: BlobStore> Destination for BlobImage<S> {
         {
             return Ok(self.skipped(blob, diff_id, info.size));
         }
-        let media_type = self.media_type();
+        if let Some(workers) = self.workers.clone()
+            && info.size <= DEFER_BUDGET
+        {
+            while !self.deferred.is_empty() && self.deferred_bytes + info.size > DEFER_BUDGET {
+                self.write_deferred()?;
+            }
+            let mut blocks =
+                Blocks::new(io::sink(), self.compressor, &workers).unbounded(info.size);
+            let digest = source.write_to(&mut blocks, false)?;
+            let (_, pending) = blocks.into_pending().map_err(Error::Write)?;
+            self.deferred.push_back(Deferred {
+                slot: self.layers.len(),
+                diff_id: digest.diff_id,
+                size: digest.size,
+                key: info.key,
+                blocks: pending,
+            });
+            self.deferred_bytes += digest.size;
+            self.layers.push(None);
+            // The blob is known once written: `settle` completes the record.
+            return Ok(LayerRecord {
+                diff_id: digest.diff_id,
+                size: digest.size,
+                tarsum: None,
+                id: String::new(),
+                blob: None,
+            });
+        }
+        let (media_type, compressor) = (self.media_type(), self.compressor);
+        let workers = self.workers.clone();
         let mut writer = self.store.start_blob()?;
         let mut hashed = Hashing::new(&mut *writer);
-        let mut compressed =
-            Compressed::new(&mut hashed, self.compressor, self.threads).map_err(Error::Write)?;
+        let mut compressed = match &workers {
+            Some(workers) => Compressed::with_workers(&mut hashed, compressor, workers),
+            None => Compressed::Plain(&mut hashed),
+        };
         let digest = source.write_to(&mut compressed, false)?;
         compressed.finish().map_err(Error::Write)?;
-        let (blob_digest, blob_size) = hashed.result();
-        let blob = Blob {
-            digest: format!("sha256:{}", HEXLOWER.encode(&blob_digest)),
-            size: blob_size,
-            media_type,
-        };
-        if writer.commit(&blob.digest, blob.size)? {
-            self.stats.uploaded += 1;
-            self.stats.bytes += blob.size;
-        } else {
-            self.stats.skipped += 1;
-        }
-        if let Some(cache) = &self.cache {
-            // Where else the same blob was stored stays known, for mounts.
-            let mut locations = cache
-                .blob(&digest.diff_id, self.compressor)
-                .filter(|known| known.digest == blob.digest)
-                .map(|known| known.locations)
-                .unwrap_or_default();
-            if let Some(here) = self.store.location() {
-                locations.retain(|l| *l != here);
-                locations.push(here);
-            }
-            let entry = BlobEntry {
-                digest: blob.digest.clone(),
-                size: blob.size,
-                locations,
-            };
-            cache.put_blob(&digest.diff_id, self.compressor, &entry);
-            if let Some(key) = info.key {
-                cache.put_layer(&key, &digest.diff_id, digest.size);
-            }
-        }
-        self.layers.push(blob.clone());
+        let blob = Self::blob(hashed, media_type);
+        let stored = writer.commit(&blob.digest, blob.size)?;
+        self.stored(&blob, stored, &digest.diff_id, digest.size, info.key);
+        self.layers.push(Some(blob.clone()));
         Ok(LayerRecord {
             diff_id: digest.diff_id,
             size: digest.size,
@@ -309,7 +419,21 @@ impl<S: BlobStore> Destination for BlobImage<S> {
         })
     }
 
+    fn settle(&mut self, records: &mut [LayerRecord]) -> Result<()> {
+        self.write_all_deferred()?;
+        for (record, blob) in records.iter_mut().zip(&self.layers) {
+            if record.blob.is_none()
+                && let Some(blob) = blob
+            {
+                record.id.clone_from(&blob.digest);
+                record.blob = Some(blob.clone());
+            }
+        }
+        Ok(())
+    }
+
     fn config(&mut self, bytes: &[u8], digest: &str) -> Result<()> {
+        self.write_all_deferred()?;
         let blob = Blob {
             digest: format!("sha256:{digest}"),
             size: bytes.len() as u64,
@@ -330,7 +454,8 @@ impl<S: BlobStore> Destination for BlobImage<S> {
             what: "the image".to_owned(),
             reason: "finished before its config was written".to_owned(),
         })?;
-        let bytes = oci_manifest_bytes(self.format, config, &self.layers);
+        let layers: Vec<Blob> = self.layers.iter().flatten().cloned().collect();
+        let bytes = oci_manifest_bytes(self.format, config, &layers);
         let manifest = Blob {
             digest: format!("sha256:{}", HEXLOWER.encode(&Sha256::digest(&bytes))),
             size: bytes.len() as u64,

@@ -25,7 +25,8 @@ use buildimage_layer::LayerDigest;
 use crate::error::Result;
 
 pub use blobs::{
-    Blob, BlobImage, BlobStats, BlobStore, BlobWriter, ManifestFormat, oci_manifest_bytes,
+    Blob, BlobImage, BlobStats, BlobStore, BlobWriter, DEFER_BUDGET, ManifestFormat,
+    oci_manifest_bytes,
 };
 pub use docker_archive::{DockerArchive, Layout};
 pub use oci::{OciArchive, OciLayout};
@@ -135,6 +136,13 @@ pub trait Destination {
     /// Takes one layer: streams it from `source` (or, when the destination already holds
     /// a layer of this diff id, need not).
     fn layer(&mut self, info: &LayerInfo<'_>, source: &mut dyn LayerSource) -> Result<LayerRecord>;
+
+    /// Completes what [`Destination::layer`] returned before the layer was all written
+    /// (a blob still being compressed while the next layers are read): called once after
+    /// the last layer with every record, lowest first. Does nothing by default.
+    fn settle(&mut self, _records: &mut [LayerRecord]) -> Result<()> {
+        Ok(())
+    }
 
     /// Takes the image config, whose hex SHA-256 is `digest` (the image ID).
     fn config(&mut self, bytes: &[u8], digest: &str) -> Result<()>;
