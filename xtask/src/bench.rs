@@ -2,7 +2,9 @@
 //! nixpkgs on a benchmark corpus (`shared/bench/make-corpus.py`), alternating runs:
 //! `build` against `shared/bench/nixpkgs-buildimage.sh` for each compressor, and
 //! `stream-layered`/`build-layered` against `shared/bench/stream-layered-reference.py`
-//! (nixpkgs' stream method) alone and piped through pigz and zstd.
+//! (nixpkgs' stream method) alone and piped through pigz and zstd; and the floor rows:
+//! each compressed build against the standalone compressor (`pigz -6 -p<cores>`,
+//! `zstd -3 -T<cores>`) alone on buildimage's own uncompressed output.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -89,10 +91,27 @@ pub fn bench(root: &Path, size: &str) -> Result<()> {
         for compressor in ["none", "gz", "zstd"] {
             cases.push(env.build_case(compressor, &top, &top_name, &without_db)?);
         }
+        let plain = env.uncompressed("build", &env.build_spec("none", &top_name)?)?;
+        for compressor in ["gz", "zstd"] {
+            let spec = env.build_spec(compressor, &top_name)?;
+            let out = work.join(format!("buildimage.tar{}", extension(compressor)));
+            let command = env.ours("build", &spec, &corpus, &out);
+            cases.push(env.floor_case(compressor, "build", command, out, &plain));
+        }
     }
     cases.push(env.stream_layered_case(&top_name)?);
     for compressor in ["gz", "zstd"] {
         cases.push(env.build_layered_case(compressor, &top_name)?);
+    }
+    // Per-layer compression: an OCI layout of the layered image against the standalone
+    // compressor on its layers, concatenated (the uncompressed layered archive: the layers
+    // and a few KB of metadata).
+    let layers = env.uncompressed("stream-layered", &env.layered_spec(&top_name, None)?)?;
+    for compressor in ["gz", "zstd"] {
+        let spec = env.layered_spec(&top_name, Some(compressor))?;
+        let out = work.join(format!("buildimage-oci-{compressor}"));
+        let command = env.ours_oci(&spec, &out);
+        cases.push(env.floor_case(compressor, "build-layered -o oci:", command, out, &layers));
     }
     let mut rows = Vec::new();
     for case in &cases {
@@ -177,6 +196,89 @@ impl<'a> Bench<'a> {
         })
     }
 
+    /// `build-layered SPEC --store CORPUS -o oci:OUT --no-cache` under GNU time: every
+    /// layer compressed and written into a fresh layout.
+    fn ours_oci(&self, spec: &Path, out: &Path) -> MakeCommand<'a> {
+        let (binary, time_file, corpus) = (self.binary, self.time_file, self.corpus);
+        let (spec, out) = (spec.to_owned(), out.to_owned());
+        Box::new(move || {
+            let mut cmd = Command::new("/usr/bin/time");
+            cmd.arg("-f")
+                .arg("%M")
+                .arg("-o")
+                .arg(time_file)
+                .arg(binary)
+                .arg("build-layered")
+                .arg(&spec)
+                .arg("--store")
+                .arg(corpus)
+                .arg("--no-cache")
+                .arg("-o")
+                .arg(format!("oci:{}", out.display()));
+            cmd
+        })
+    }
+
+    /// buildimage's uncompressed output of `subcommand SPEC`, written once, as the input
+    /// of the floor rows.
+    fn uncompressed(&self, subcommand: &str, spec: &Path) -> Result<PathBuf> {
+        let out = self.work.join(format!("floor-{subcommand}.tar"));
+        let mut cmd = Command::new(self.binary);
+        cmd.arg(subcommand)
+            .arg(spec)
+            .arg("--store")
+            .arg(self.corpus)
+            .arg("-o")
+            .arg(&out);
+        timed(&mut cmd)?;
+        Ok(out)
+    }
+
+    /// A row of `compressor` against its floor: the standalone compressor, on all cores, on
+    /// `input` (buildimage's own uncompressed output of the same image).
+    fn floor_case(
+        &self,
+        compressor: &str,
+        what: &str,
+        command: MakeCommand<'a>,
+        ours_out: PathBuf,
+        input: &Path,
+    ) -> Case<'a> {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let tool = if compressor == "gz" {
+            format!("pigz -6 -p{cores}")
+        } else {
+            format!("zstd -q -3 -T{cores}")
+        };
+        let ref_out = self.work.join(format!("floor-{compressor}.out"));
+        let line = format!(
+            "{tool} -c {} > {}",
+            shell_quote(input),
+            shell_quote(&ref_out)
+        );
+        Case {
+            title: format!("{what}, {compressor} against {tool} alone"),
+            ours: vec![(format!("{what}, {compressor} / {tool} alone"), command)],
+            ours_out,
+            reference: Box::new(move || {
+                let mut cmd = Command::new("bash");
+                cmd.args(["-o", "pipefail", "-c", &line]);
+                cmd
+            }),
+            ref_out,
+        }
+    }
+
+    /// The `build` spec of the corpus's top path with `compressor`.
+    fn build_spec(&self, compressor: &str, top_name: &str) -> Result<PathBuf> {
+        self.spec(
+            &format!("spec-{compressor}.json"),
+            &format!(
+                r#"{{"name":"bench","tag":"latest","copyToRoot":"/nix/store/{top_name}","compressor":"{compressor}"}}"#
+            ),
+        )
+    }
+
     /// A spec file in the work folder.
     fn spec(&self, name: &str, json: &str) -> Result<PathBuf> {
         let spec = self.work.join(name);
@@ -193,12 +295,7 @@ impl<'a> Bench<'a> {
         top_name: &str,
         without_db: &Path,
     ) -> Result<Case<'a>> {
-        let spec = self.spec(
-            &format!("spec-{compressor}.json"),
-            &format!(
-                r#"{{"name":"bench","tag":"latest","copyToRoot":"/nix/store/{top_name}","compressor":"{compressor}"}}"#
-            ),
-        )?;
+        let spec = self.build_spec(compressor, top_name)?;
         let ext = extension(compressor);
         let ours_out = self.work.join(format!("buildimage.tar{ext}"));
         let ref_out = self.work.join(format!("reference.tar{ext}"));
@@ -338,10 +435,10 @@ fn measure(case: &Case<'_>, runs: usize, time_file: &Path) -> Result<Vec<Row>> {
     for run in 0..=runs {
         let mut ours = Vec::new();
         for (_, make) in &case.ours {
-            let _ = std::fs::remove_file(&case.ours_out);
+            remove(&case.ours_out);
             let secs = timed(&mut make())?;
             let rss = peak_rss(time_file);
-            ours.push((secs, rss, std::fs::metadata(&case.ours_out)?.len()));
+            ours.push((secs, rss, output_size(&case.ours_out)?));
         }
         let _ = std::fs::remove_file(&case.ref_out);
         let ref_secs = timed(&mut (case.reference)())?;
@@ -365,6 +462,28 @@ fn measure(case: &Case<'_>, runs: usize, time_file: &Path) -> Result<Vec<Row>> {
         row.ref_size = ref_size;
     }
     Ok(rows)
+}
+
+/// Removes an output of an earlier run: a file, or a folder (an OCI layout).
+fn remove(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The size of an output: a file's, or the bytes of every file in a folder.
+fn output_size(path: &Path) -> Result<u64> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        total += output_size(&entry?.path())?;
+    }
+    Ok(total)
 }
 
 /// Registers the corpus's store paths in a Nix database at `nix/var/nix/db`, as Nix does
