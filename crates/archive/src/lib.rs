@@ -41,9 +41,10 @@
 //!
 //! Every JSON document is printed with sorted user keys (`serde_json` maps are ordered) and
 //! fixed layouts (jq's for the config and manifest, jshon's for the layer `json` and
-//! `repositories`); every outer member is owned by root with a fixed mode and time; gzip
-//! output has no name or time stamp, and zstd output uses a fixed level with at least one
-//! worker, which makes it independent of the number of workers.
+//! `repositories`); every outer member is owned by root with a fixed mode and time;
+//! compressed output is cut into blocks at fixed offsets, each compressed alone at a fixed
+//! level (gzip members with no name or time stamp, zstd frames), which makes it
+//! independent of the number of workers.
 
 pub mod cache;
 pub mod compress;
