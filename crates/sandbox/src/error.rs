@@ -114,7 +114,7 @@ pub enum Error {
         /// Its exit status.
         status: i32,
         /// Whether this process may not set setuid or setgid bits at all (see
-        /// [`Error::script_failed`]), which may be why.
+        /// `Error::script_failed`), which may be why.
         setuid_filtered: bool,
     },
     /// The script was killed by a signal.
