@@ -63,6 +63,9 @@ pub struct BuildArgs {
     /// Where store paths come from.
     #[command(flatten)]
     pub source: StoreArgs,
+    /// What scripts may use.
+    #[command(flatten)]
+    pub scripts: ScriptArgs,
     /// Print the passthru information (imageName, imageTag, layer, …) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -86,9 +89,50 @@ pub struct LayeredArgs {
     /// Where store paths come from.
     #[command(flatten)]
     pub source: StoreArgs,
+    /// What scripts may use.
+    #[command(flatten)]
+    pub scripts: ScriptArgs,
     /// Print what was built (imageName, imageTag, layers, …) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Limits of `runAsRoot` and `fakeRootCommands`.
+#[derive(Debug, clap::Args)]
+pub struct ScriptArgs {
+    /// How long runAsRoot or fakeRootCommands may run before it is stopped with everything
+    /// it started: a number of seconds, or with a unit (`90s`, `30m`, `2h`); `0` for no
+    /// limit.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub script_timeout: Timeout,
+}
+
+/// A time limit; `None`: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<std::time::Duration>);
+
+/// `90`, `90s`, `30m`, `2h`; `0`: none.
+fn parse_duration(text: &str) -> Result<Timeout, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a number of seconds, or one with s, m or h"
+            ));
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number of seconds, or one with s, m or h"))?;
+    Ok(Timeout((number > 0).then(|| {
+        std::time::Duration::from_secs(number.saturating_mul(seconds_per))
+    })))
 }
 
 /// Where a build finds store paths and their references: `--store`, `--closure-info`.
@@ -214,4 +258,21 @@ pub enum NixFunction {
     /// `streamLayeredImage`: `$out` is an executable that streams the image, `$conf` holds
     /// the spec it runs and the closure listing of its store paths.
     StreamLayered,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Timeout, parse_duration};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_with_or_without_a_unit() {
+        let secs = |n| Ok(Timeout(Some(Duration::from_secs(n))));
+        assert_eq!(parse_duration("90"), secs(90));
+        assert_eq!(parse_duration("30m"), secs(1800));
+        assert_eq!(parse_duration("2h"), secs(7200));
+        assert_eq!(parse_duration("0"), Ok(Timeout(None)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 }

@@ -10,11 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buildimage_layer::{
-    Cancel, Entry, EntryKind, LayerWriter, Owner, Tree, UpperOptions, Warnings,
+    Cancel, Entry, EntryKind, LayerWriter, Owner, Recordings, Tree, UpperOptions, Warnings,
 };
 use buildimage_sandbox::{
-    Error, FAKE_CHROOT_MOUNTS, FakeRoot, RootRun, extract_layer, host_root_ids, run_as_root,
-    run_fake_root,
+    Error, FAKE_CHROOT_MOUNTS, FakeRoot, Limits, RootRun, extract_layer, host_id_range,
+    host_root_ids, run_as_root, run_fake_root,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_buildimage-sandbox-test");
@@ -191,15 +191,16 @@ impl Sandbox {
             script: script.to_owned(),
             shell: None,
             store: None,
+            ..RootRun::default()
         }
     }
 
-    /// Runs `req` and checks that nothing stays behind, whatever the outcome.
+    /// Runs `req` and checks that nothing stays behind, whatever the outcome. What the run
+    /// recorded (devices, which no user namespace may make) is kept for [`upper_tree`].
     fn run(&self, req: &RootRun) -> Result<(), Error> {
         let result = run_as_root(req, Path::new(BIN), &Cancel::new());
         self.assert_clean(&req.work);
-        // As root nothing is recorded: the kernel gives owners and devices itself.
-        result.map(|recordings| assert!(recordings.is_empty(), "{recordings:?}"))
+        result.map(|recordings| RECORDED.with(|r| *r.borrow_mut() = recordings))
     }
 
     fn assert_clean(&self, work: &Path) {
@@ -233,14 +234,32 @@ fn assert_no_mounts(dir: &Path) {
     assert!(left.is_empty(), "mounts stayed behind: {left:#?}");
 }
 
+thread_local! {
+    /// What the last run of this test's thread recorded.
+    static RECORDED: std::cell::RefCell<Recordings> =
+        const { std::cell::RefCell::new(Recordings::new()) };
+}
+
+/// The upper folder read back as the pipeline reads it: the caller's ids or the private
+/// range shifted back, and what the last run recorded.
 fn upper_tree(upper: &Path) -> Tree {
     let (root_uid, root_gid) = host_root_ids();
-    let options = UpperOptions {
-        root_uid,
-        root_gid,
-        ..UpperOptions::default()
-    };
-    Tree::from_upper(upper, &options, &mut Warnings::default()).unwrap()
+    RECORDED.with(|recorded| {
+        let recorded = recorded.borrow();
+        let options = UpperOptions {
+            root_uid,
+            root_gid,
+            id_shift: host_id_range().map(|r| {
+                (
+                    u64::from(r.uid_base),
+                    u64::from(r.gid_base),
+                    u64::from(r.count),
+                )
+            }),
+            recordings: Some(&recorded),
+        };
+        Tree::from_upper(upper, &options, &mut Warnings::default()).unwrap()
+    })
 }
 
 /// The layer entries of an upper folder by name; entries without a recorded owner would
@@ -780,6 +799,7 @@ fn fake_root(sb: &Sandbox, dir: &Path, script: &str, chroot: bool) -> Result<Tre
         script: script.to_owned(),
         chroot,
         store: None,
+        limits: Limits::default(),
     };
     let result = run_fake_root(&req, Path::new(BIN), &Cancel::new());
     sb.assert_clean(&req.work);
@@ -962,6 +982,7 @@ fn a_stop_request_ends_a_chrooted_fake_root_at_once() {
         script: hanging(&marker),
         chroot: true,
         store: None,
+        limits: Limits::default(),
     };
     let stop = Cancel::new();
     let (result, took) = std::thread::scope(|s| {

@@ -51,6 +51,7 @@ pub fn run(args: &BuildArgs, quiet: bool, signals: &Signals, user_umask: u32) ->
         signals,
         progress: &progress,
         names: &names,
+        scripts: &args.scripts,
     };
     let (built, sent) = writing.run(
         |env, dest| build_image(&request, env, dest),

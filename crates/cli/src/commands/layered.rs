@@ -59,6 +59,7 @@ pub fn run(
         signals,
         progress: &progress,
         names: &names,
+        scripts: &args.scripts,
     };
     let (built, sent) = writing.run(
         |env, dest| build_layered(&request, env, dest),
