@@ -442,7 +442,7 @@ fn cancel_when<T: Send + 'static>(
             "the request ended before it was cancelled"
         );
         assert!(
-            waiting.elapsed() < Duration::from_secs(120),
+            waiting.elapsed() < Duration::from_mins(2),
             "the request never got where the test cancels it"
         );
         thread::sleep(Duration::from_millis(10));
