@@ -40,6 +40,7 @@ pub fn spec(data: &[u8]) {
                 now: 0,
                 store: PathBuf::from("/"),
                 closure_info: None,
+                max_base_size: None,
             };
             match request::build_image(&spec, &context) {
                 Ok(request) => {
