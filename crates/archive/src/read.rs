@@ -85,10 +85,10 @@ use compression::{Compression, SNIFF, decoder, detect};
 use names::{Lookup, Namespace, Node, Stored, clean, show};
 
 pub use fs::{BaseFs, Kind};
+use limit::{Budget, exceeded};
 pub use limit::{
     DEFAULT_RATIO, MAX_DEFAULT_EXPANSION, MIN_DEFAULT_EXPANSION, default_max_expansion,
 };
-use limit::{Budget, exceeded};
 
 /// The most members an archive may have.
 pub const MAX_MEMBERS: u64 = 1_000_000;
@@ -279,8 +279,7 @@ impl BaseImage {
             let (diff_id, size, path) = if let Some(done) = unpacked.get(&stored.path) {
                 done.clone()
             } else {
-                let done =
-                    unpack_layer(stored, member, scratch.path(), index, &mut pump, &budget)?;
+                let done = unpack_layer(stored, member, scratch.path(), index, &mut pump, &budget)?;
                 unpacked.insert(stored.path.clone(), done.clone());
                 done
             };
@@ -826,9 +825,8 @@ mod tests {
         std::fs::create_dir(&scratch).unwrap();
         let cancel = Cancel::new();
         cancel.cancel();
-        let err =
-            BaseImage::open_with(&archive, Select::default(), &scratch, Some(&cancel), None)
-                .unwrap_err();
+        let err = BaseImage::open_with(&archive, Select::default(), &scratch, Some(&cancel), None)
+            .unwrap_err();
         assert!(
             matches!(err, Error::Layer(buildimage_layer::Error::Interrupted(_))),
             "{err}"
@@ -934,7 +932,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(std::fs::read_dir(dir.path().join("scratch")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("scratch"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -974,7 +977,10 @@ mod tests {
         // The whole archive compressed: its tar counts too, so the layer no longer fits.
         let outer = zstd::encode_all(&bytes[..], 1).unwrap();
         let (opened, _dir) = open_limited(&outer, Some(exact));
-        assert!(matches!(opened, Err(Error::BaseTooLarge { .. })), "{opened:?}");
+        assert!(
+            matches!(opened, Err(Error::BaseTooLarge { .. })),
+            "{opened:?}"
+        );
         let (opened, _dir) = open_limited(&outer, Some(exact + bytes.len() as u64));
         opened.unwrap();
     }

@@ -132,7 +132,9 @@ pub struct BaseArgs {
 /// assert!(parse_size("99999999999T").is_err());
 /// ```
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, suffix) = text.split_at(digits);
     let shift = match suffix.to_ascii_uppercase().as_str() {
         "" | "B" => 0,

@@ -42,7 +42,10 @@ fn build_fails_with(case: &Case, spec: &serde_json::Value, args: &[&str]) -> (St
     let output = case.command("child", spec, &args).run_err();
     let took = start.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!case.out("child", spec).exists(), "a failed build left its output");
+    assert!(
+        !case.out("child", spec).exists(),
+        "a failed build left its output"
+    );
     let mut after = names(case.path());
     after.retain(|n| n != "child.json");
     assert_eq!(after, before, "a failed build left files beside its output");
@@ -61,7 +64,9 @@ fn zstd_bomb_base_fails_fast_naming_the_layer_and_the_limit_and_leaves_nothing()
         .to_image();
     let layer = image.layers().remove(0);
     image.save(&case.join("bomb.tar"));
-    let size = std::fs::metadata(case.join("bomb.tar")).expect("stat").len();
+    let size = std::fs::metadata(case.join("bomb.tar"))
+        .expect("stat")
+        .len();
     let spec = child("bomb.tar");
 
     let (stderr, took) = build_fails_with(&case, &spec, &[]);
@@ -124,7 +129,10 @@ fn base_layer_of_8_gib_of_zeros_builds_with_a_raised_limit_without_8_gib_of_disk
     hash.update(&zeros[..1024]);
     zstd.write_all(&zeros[..1024]).expect("zstd");
     let stored = zstd.finish().expect("zstd");
-    let diff_id = format!("sha256:{}", data_encoding::HEXLOWER.encode(&hash.finalize()));
+    let diff_id = format!(
+        "sha256:{}",
+        data_encoding::HEXLOWER.encode(&hash.finalize())
+    );
     let archive = BaseImage::new("buildimage-test/big:1")
         .raw_layer(stored, &diff_id)
         .to_bytes();
@@ -150,6 +158,9 @@ fn base_layer_of_8_gib_of_zeros_builds_with_a_raised_limit_without_8_gib_of_disk
         .run_ok();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("--json");
     eprintln!("built on the 8 GiB layer in {:.1?}", start.elapsed());
-    assert_eq!(report["imageName"], "buildimage-test/limit-child", "{report:#}");
+    assert_eq!(
+        report["imageName"], "buildimage-test/limit-child",
+        "{report:#}"
+    );
     case.assert_tmp_empty();
 }
