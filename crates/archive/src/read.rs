@@ -454,8 +454,12 @@ fn read_outer(
                 // A generated name: nothing of the member's name reaches the host.
                 let path = scratch.join(format!("m{count:07}"));
                 // Name the member that went over the limit, not only the archive.
-                let member_err = |source: io::Error| {
-                    read_error(format!("{what}, member {}", show(&name)), source)
+                let member_err = |source: io::Error| match exceeded(&source) {
+                    Some(limit) => Error::BaseTooLarge {
+                        what: format!("{what}, member {}", show(&name)),
+                        limit,
+                    },
+                    None => outer_err(source),
                 };
                 let size = save(&mut tar, &path, pump, &member_err)?;
                 Node::File(Stored { path, size })
