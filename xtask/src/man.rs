@@ -51,6 +51,7 @@ mod tests {
                 "buildimage-build.1",
                 "buildimage-build-layered.1",
                 "buildimage-stream-layered.1",
+                "buildimage-nix-build.1",
                 "buildimage-cache-gc.1",
                 "buildimage-cache.1",
                 "buildimage-completions.1",
