@@ -113,8 +113,8 @@ pub enum Error {
     ScriptFailed {
         /// Its exit status.
         status: i32,
-        /// Whether this process may not set setuid or setgid bits at all (see
-        /// [`Error::script_failed`]), which may be why.
+        /// Whether this process may not set setuid or setgid bits at all (Nix's build
+        /// sandbox refuses them), which may be why.
         setuid_filtered: bool,
     },
     /// The script was killed by a signal.
