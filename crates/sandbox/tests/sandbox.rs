@@ -1000,3 +1000,50 @@ fn a_stop_request_ends_a_chrooted_fake_root_at_once() {
         assert!(!dir.join(gone).exists(), "/{gone} was left in the folder");
     }
 }
+
+/// A GNU sparse member (type `S`) reads as its whole length, holes as zeros: 1 GiB here,
+/// stored in 512 bytes. Extracted for `runAsRoot`, its holes stay holes, so a small layer
+/// of such members cannot fill `TMPDIR`.
+#[test]
+fn gnu_sparse_member_is_extracted_with_its_holes_as_holes() {
+    const REAL: u64 = 1 << 30;
+    const AT: u64 = 512 << 20;
+    let octal = |field: &mut [u8; 12], value: u64| {
+        field.copy_from_slice(format!("{value:011o}\0").as_bytes());
+    };
+    let mut header = tar::Header::new_gnu();
+    header.set_path("sparse").unwrap();
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_size(512);
+    header.set_mode(0o644);
+    header.set_mtime(1);
+    let gnu = header.as_gnu_mut().unwrap();
+    octal(&mut gnu.sparse[0].offset, AT);
+    octal(&mut gnu.sparse[0].numbytes, 512);
+    octal(&mut gnu.realsize, REAL);
+    header.set_cksum();
+    let mut data = [0u8; 512];
+    data[..6].copy_from_slice(b"hello\n");
+    let mut bytes = header.as_bytes().to_vec();
+    bytes.extend_from_slice(&data);
+    bytes.extend_from_slice(&[0u8; 1024]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("sparse.tar");
+    fs::write(&tar, &bytes).unwrap();
+    let dest = dir.path().join("dest");
+    extract_layer(&tar, &dest).unwrap();
+    let file = dest.join("sparse");
+    let meta = fs::metadata(&file).unwrap();
+    assert_eq!(meta.len(), REAL);
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "{} blocks of 512 bytes for 512 bytes of data",
+        meta.blocks()
+    );
+    let mut f = fs::File::open(&file).unwrap();
+    let mut head = [0u8; 6];
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(AT)).unwrap();
+    std::io::Read::read_exact(&mut f, &mut head).unwrap();
+    assert_eq!(&head, b"hello\n");
+}

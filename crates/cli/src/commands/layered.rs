@@ -45,7 +45,7 @@ pub fn run(
     };
     let progress = Progress::new(quiet, &names);
     print_warnings(&progress, &parsed.warnings);
-    let request = request::build_layered(&spec, &context(&args.source))?;
+    let request = request::build_layered(&spec, &context(&args.source, &args.base))?;
     request.check().map_err(|e| names.error(e))?;
 
     let compressor = layer_compressor(function, &dest, spec.compressor);
