@@ -10,6 +10,10 @@
 //! committed) and make this command fail once every target has run. libFuzzer's output
 //! goes to `fuzz/target/logs/<target>.log`; the summary at the end gives each target's
 //! run time, executions and corpus sizes.
+//!
+//! `cargo xtask ci` runs the same targets for [`CI_SECONDS`] each ([`fuzz_ci`]), from the
+//! committed corpus and seeds, leaving both as they are: what it finds new goes to a
+//! scratch folder under `fuzz/target/`, and no minimisation runs. A crash fails CI.
 
 use std::fs;
 use std::path::Path;
@@ -23,6 +27,10 @@ use crate::process::{self, Group};
 
 /// Seconds per target when none are given.
 pub const DEFAULT_SECONDS: u64 = 60;
+
+/// Seconds per target in `cargo xtask ci`: enough to replay the corpus and try some
+/// thousands of new inputs, short enough that five targets add a few minutes.
+pub const CI_SECONDS: u64 = 30;
 
 /// One fuzz target and the libFuzzer limits it runs under.
 struct Target {
@@ -46,6 +54,24 @@ const TARGETS: &[Target] = &[
         max_len: 64 << 10,
         timeout: 20,
     },
+    // As `spec`; a layeringPipeline is a few hundred bytes of it.
+    Target {
+        name: "layered_spec",
+        max_len: 16 << 10,
+        timeout: 10,
+    },
+    // An index of a few hundred images is tens of KiB; each input writes a layout.
+    Target {
+        name: "oci_index",
+        max_len: 64 << 10,
+        timeout: 10,
+    },
+    // A header is a line; 4 KiB is more than any registry sends.
+    Target {
+        name: "challenge",
+        max_len: 4 << 10,
+        timeout: 5,
+    },
 ];
 
 /// The memory one run may use: the reader's limits must keep it well below this.
@@ -66,8 +92,28 @@ struct Outcome {
     status: String,
 }
 
-/// Runs every target for `seconds` each.
+/// Runs every target for `seconds` each, adding what it finds to the committed corpus and
+/// minimising it.
 pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+    run(root, seconds, Mode::Extend)
+}
+
+/// Runs every target for `seconds` each from the committed corpus and seeds, changing
+/// neither: for CI.
+pub fn fuzz_ci(root: &Path, seconds: u64) -> Result<()> {
+    run(root, seconds, Mode::Check)
+}
+
+/// What happens to the committed corpus.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// New inputs are added to it, then it is minimised.
+    Extend,
+    /// It is only read; new inputs go to a scratch folder.
+    Check,
+}
+
+fn run(root: &Path, seconds: u64, mode: Mode) -> Result<()> {
     let dir = root.join("fuzz");
     ensure_cargo_fuzz()?;
     let logs = dir.join("target/logs");
@@ -79,6 +125,19 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             target.name, target.max_len
         ));
         let corpus = dir.join("corpus").join(target.name);
+        fs::create_dir_all(&corpus)
+            .with_context(|| format!("Cannot create {}", corpus.display()))?;
+        // libFuzzer writes new inputs into the first folder it is given.
+        let new_inputs = match mode {
+            Mode::Extend => corpus.clone(),
+            Mode::Check => {
+                let scratch = dir.join("target/ci-corpus").join(target.name);
+                let _ = fs::remove_dir_all(&scratch);
+                fs::create_dir_all(&scratch)
+                    .with_context(|| format!("Cannot create {}", scratch.display()))?;
+                scratch
+            }
+        };
         let artifacts = dir.join("artifacts").join(target.name);
         let corpus_before = count(&corpus);
         let artifacts_before = list(&artifacts);
@@ -93,8 +152,18 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
         let mut cmd = nightly_cargo();
         cmd.current_dir(&dir)
             .args(["fuzz", "run", target.name])
+            // CI runs without AddressSanitizer: the targets are safe Rust, coverage guidance
+            // stays, and the build (the C of zstd and SQLite included) takes a fraction of
+            // the time. `cargo xtask fuzz` keeps it for longer, searching runs.
+            .args(
+                (mode == Mode::Check)
+                    .then_some(["--sanitizer", "none"])
+                    .into_iter()
+                    .flatten(),
+            )
             // New inputs go to the first folder only: the seeds stay as they are.
-            .arg(&corpus)
+            .arg(&new_inputs)
+            .args((mode == Mode::Check).then_some(&corpus))
             .arg(dir.join("seeds").join(target.name))
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
@@ -117,10 +186,13 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             .into_iter()
             .filter(|a| !artifacts_before.contains(a))
             .collect();
-        let corpus_after = count(&corpus);
+        let corpus_after = match mode {
+            Mode::Extend => count(&corpus),
+            Mode::Check => count(&corpus) + count(&new_inputs),
+        };
         let mut ok = status.success();
         let mut result = process::describe(status);
-        if ok {
+        if ok && mode == Mode::Extend {
             // Keep only the inputs that add coverage: what is committed stays small.
             let mut cmin = nightly_cargo();
             cmin.current_dir(&dir)
@@ -135,7 +207,7 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
                 ok = false;
                 result = format!("cmin failed: {err:#}");
             }
-        } else {
+        } else if !ok {
             // The end of the log holds the crash report.
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
             for line in tail.into_iter().rev() {
@@ -185,7 +257,9 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             failed.join(", ")
         );
     }
-    eprintln!("new corpus entries are in fuzz/corpus/: commit them, `cargo test` replays them");
+    if mode == Mode::Extend {
+        eprintln!("new corpus entries are in fuzz/corpus/: commit them, `cargo test` replays them");
+    }
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask ci` installs the tools the end-to-end tests drive (via `apt-get`, only
 //!   what is missing), then runs the format check, the `flake.nix` parse check, clippy,
-//!   the static `dist` build with its checks, all tests against a private `dockerd`, and
-//!   the documentation build. `.ci/run` calls it.
+//!   the static `dist` build with its checks, all tests against a private `dockerd`, the
+//!   documentation build, and each fuzz target for 30 s (fmt and clippy cover `fuzz/`
+//!   too). `.ci/run` calls it.
 //! - `cargo xtask dockerd -- CMD ARGS...` starts the same private `dockerd`, runs `CMD`
 //!   with `BUILDIMAGE_TEST_DOCKER_HOST` pointing at it, and stops it again, so a developer
 //!   can run single end-to-end tests:
@@ -17,8 +18,9 @@
 //! - `cargo xtask golden` rewrites the golden artefacts of `crates/cli/tests/golden/` by
 //!   running the golden tests with `BUILDIMAGE_UPDATE_GOLDEN=1` (see [`golden`]).
 //!
-//! - `cargo xtask fuzz [SECONDS]` runs each fuzz target of `fuzz/` (the SPEC parser, the
-//!   base image reader) for SECONDS (default 60), keeping new corpus entries.
+//! - `cargo xtask fuzz [SECONDS]` runs each fuzz target of `fuzz/` (the SPEC parsers, the
+//!   base image reader, OCI index updates, `WWW-Authenticate` parsing) for SECONDS
+//!   (default 60), keeping new corpus entries.
 //!
 //! - `cargo xtask man` renders the man pages of `buildimage` into `target/man/`.
 //!
@@ -62,7 +64,7 @@ commands:
   ci                          install missing test tools (apt-get), then run fmt --check,
                               nix-instantiate --parse flake.nix, clippy -D warnings, the
                               dist build and its checks, all tests with a private dockerd,
-                              and docs
+                              docs, and each fuzz target for 30 s on the committed corpus
   dockerd [--] CMD [ARGS...]  start a private dockerd, run CMD with
                               BUILDIMAGE_TEST_DOCKER_HOST set to its socket, then stop it;
                               e.g. cargo xtask dockerd -- cargo test -p buildimage-cli docker
@@ -186,6 +188,20 @@ fn ci_steps() -> Result<()> {
 
     header("cargo fmt --all -- --check");
     cargo_step(root, &["fmt", "--all", "--", "--check"], None)?;
+    // fuzz/ is a workspace of its own, which `--all` does not reach.
+    header("cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check");
+    cargo_step(
+        root,
+        &[
+            "fmt",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--all",
+            "--",
+            "--check",
+        ],
+        None,
+    )?;
 
     header("nix-instantiate --parse flake.nix");
     dist::parse_flake(root)?;
@@ -196,6 +212,24 @@ fn ci_steps() -> Result<()> {
         &[
             "clippy",
             "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        None,
+    )?;
+
+    // The fuzz targets build with the stable toolchain too (only running them needs
+    // nightly), so they are linted like the rest.
+    header("cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings");
+    cargo_step(
+        root,
+        &[
+            "clippy",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
             "--all-targets",
             "--locked",
             "--",
@@ -228,7 +262,17 @@ fn ci_steps() -> Result<()> {
     header("RUSTDOCFLAGS=\"-D warnings\" cargo doc --workspace --no-deps --locked");
     let mut doc = cargo(root, &["doc", "--workspace", "--no-deps", "--locked"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
-    process::run_checked(&mut doc, Group::Own)
+    process::run_checked(&mut doc, Group::Own)?;
+
+    // Each target for a short, bounded time from the committed corpus and seeds, which
+    // stay as they are; a crash, leak, timeout or out-of-memory fails CI.
+    let start = Instant::now();
+    let fuzzed = fuzz::fuzz_ci(root, fuzz::CI_SECONDS);
+    eprintln!(
+        "==> fuzzing took {:.1} s (cargo-fuzz install if needed, nightly build, runs)",
+        start.elapsed().as_secs_f64()
+    );
+    fuzzed
 }
 
 /// `cargo xtask dockerd [--] CMD ARGS...`: run one command next to a private daemon.

@@ -80,6 +80,15 @@ pub enum Error {
         /// What was counted (`members`, `layers`).
         items: &'static str,
     },
+    /// Decompressing the base archive and its layers yields more bytes than the reader
+    /// was allowed to write (`BaseImage::open_with`'s `max_expansion`).
+    #[error("Base image {what}: expands to more than {limit} bytes ({})", human(*limit))]
+    BaseTooLarge {
+        /// The archive and member, or the layer, being read when the limit was reached.
+        what: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A member that the archive's JSON names is not in the archive.
     #[error("Base image has no member {member}")]
     BaseMissing {
@@ -163,3 +172,14 @@ impl From<buildimage_layer::Interrupted> for Error {
 
 /// The result type of the archive crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A byte count in the largest binary unit that divides it (`64 GiB`), else in whole MiB
+/// (`about 3200 MiB`), for messages that also give the exact count.
+fn human(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.trailing_zeros() >= shift {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("about {} MiB", bytes >> 20)
+}

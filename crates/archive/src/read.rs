@@ -55,13 +55,17 @@
 //! names, [`MAX_LAYERS`] layers in the image, [`MAX_JSON`] bytes per JSON member;
 //! [`MAX_LAYER_MEMBERS`] members per layer and [`MAX_LAYER_NAME_BYTES`] bytes of names in
 //! all layers together; extension headers of the tar format at most 1 MiB. These bound
-//! the memory used, whatever the archive; the disk used for the unpacked layers is bounded
-//! only by their size (a full disk is an error like any other).
+//! the memory used, whatever the archive. The disk used is bounded by the archive's size
+//! plus what decompressing it and its layers may yield, which [`BaseImage::open_with`]
+//! caps ([`default_max_expansion`]: 32 times the archive, at least 1 GiB, at most
+//! 64 GiB); blocks of zeros in an unpacked layer are left as holes. A full disk is an
+//! error like any other.
 //! A truncated archive or layer, invalid JSON, a missing member or a digest that does not
 //! match is an error that names the member concerned.
 
 mod compression;
 mod fs;
+mod limit;
 mod names;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +85,10 @@ use compression::{Compression, SNIFF, decoder, detect};
 use names::{Lookup, Namespace, Node, Stored, clean, show};
 
 pub use fs::{BaseFs, Kind};
+use limit::{Budget, exceeded};
+pub use limit::{
+    DEFAULT_RATIO, MAX_DEFAULT_EXPANSION, MIN_DEFAULT_EXPANSION, default_max_expansion,
+};
 
 /// The most members an archive may have.
 pub const MAX_MEMBERS: u64 = 1_000_000;
@@ -182,21 +190,34 @@ impl BaseImage {
         select: Select<'_>,
         scratch_parent: &Path,
     ) -> Result<(BaseImage, Vec<String>)> {
-        Self::open_with(archive, select, scratch_parent, None)
+        Self::open_with(archive, select, scratch_parent, None, None)
     }
 
     /// [`BaseImage::open`] that stops with [`buildimage_layer::Interrupted`] as soon as
-    /// `cancel` is set (a large base takes a while to unpack).
+    /// `cancel` is set (a large base takes a while to unpack), and with
+    /// [`Error::BaseTooLarge`] as soon as decompressing the archive and its layers has
+    /// yielded more than `max_expansion` bytes (default: [`default_max_expansion`] of the
+    /// archive's size), before those bytes are written.
     pub fn open_with(
         archive: &Path,
         select: Select<'_>,
         scratch_parent: &Path,
         cancel: Option<&Cancel>,
+        max_expansion: Option<u64>,
     ) -> Result<(BaseImage, Vec<String>)> {
+        let limit = match max_expansion {
+            Some(limit) => limit,
+            None => default_max_expansion(
+                std::fs::metadata(archive)
+                    .map_err(|e| Error::io("open", archive, e))?
+                    .len(),
+            ),
+        };
+        let budget = Budget::new(limit);
         let scratch = ScratchDir::new_in(scratch_parent, ".buildimage-base-")?;
         let mut warnings = Vec::new();
         let mut pump = Pump::new(cancel);
-        let ns = read_outer(archive, scratch.path(), &mut pump, &mut warnings)?;
+        let ns = read_outer(archive, scratch.path(), &mut pump, &budget, &mut warnings)?;
 
         let manifest = match ns.resolve(b"manifest.json") {
             Ok(_) => read_json(&ns, "manifest.json")?,
@@ -258,7 +279,7 @@ impl BaseImage {
             let (diff_id, size, path) = if let Some(done) = unpacked.get(&stored.path) {
                 done.clone()
             } else {
-                let done = unpack_layer(stored, member, scratch.path(), index, &mut pump)?;
+                let done = unpack_layer(stored, member, scratch.path(), index, &mut pump, &budget)?;
                 unpacked.insert(stored.path.clone(), done.clone());
                 done
             };
@@ -371,6 +392,7 @@ fn read_outer(
     archive: &Path,
     scratch: &Path,
     pump: &mut Pump<'_>,
+    budget: &Budget,
     warnings: &mut Vec<String>,
 ) -> Result<Namespace> {
     let what = archive.display().to_string();
@@ -385,8 +407,12 @@ fn read_outer(
             reason: format!("compressed with {format}, which buildimage does not read"),
         });
     }
+    // Only decompressed bytes count: a plain archive's are bounded by its size.
     let mut tar = TarReader::new(
-        Stream(decoder(input, compression).map_err(outer_err)?),
+        Stream(budget.wrap_if(
+            compression != Compression::None,
+            decoder(input, compression).map_err(outer_err)?,
+        )),
         true,
     );
     let mut ns = Namespace::default();
@@ -427,7 +453,15 @@ fn read_outer(
             MemberKind::File => {
                 // A generated name: nothing of the member's name reaches the host.
                 let path = scratch.join(format!("m{count:07}"));
-                let size = save(&mut tar, &path, pump, &outer_err)?;
+                // Name the member that went over the limit, not only the archive.
+                let member_err = |source: io::Error| match exceeded(&source) {
+                    Some(limit) => Error::BaseTooLarge {
+                        what: format!("{what}, member {}", show(&name)),
+                        limit,
+                    },
+                    None => outer_err(source),
+                };
+                let size = save(&mut tar, &path, pump, &member_err)?;
                 Node::File(Stored { path, size })
             }
             MemberKind::Dir => Node::Dir,
@@ -465,9 +499,12 @@ fn save<S: tarfile::Source>(
 ) -> Result<u64> {
     let scratch_err = |e: io::Error| Error::io("write", path, e);
     let out = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
-    let mut out = BufWriter::with_capacity(CHUNK, out);
+    let mut out = BufWriter::with_capacity(CHUNK, Holes::new(out));
     let size = pump.copy(tar, &mut out, read_err, &scratch_err)?;
-    out.flush().map_err(scratch_err)?;
+    out.into_inner()
+        .map_err(|e| scratch_err(e.into_error()))?
+        .finish()
+        .map_err(scratch_err)?;
     Ok(size)
 }
 
@@ -512,7 +549,9 @@ impl<'a> Pump<'a> {
 
 /// An error reading the archive or a layer: truncation is told apart.
 fn read_error(what: String, source: io::Error) -> Error {
-    if source.kind() == io::ErrorKind::UnexpectedEof {
+    if let Some(limit) = exceeded(&source) {
+        Error::BaseTooLarge { what, limit }
+    } else if source.kind() == io::ErrorKind::UnexpectedEof {
         Error::BaseTruncated { what }
     } else {
         Error::BaseRead { what, source }
@@ -630,6 +669,7 @@ fn unpack_layer(
     scratch: &Path,
     index: usize,
     pump: &mut Pump<'_>,
+    budget: &Budget,
 ) -> Result<([u8; 32], u64, PathBuf)> {
     let read_err = |source: io::Error| layer_error(member, source);
     let file = std::fs::File::open(&stored.path).map_err(|e| Error::io("open", &stored.path, e))?;
@@ -655,12 +695,74 @@ fn unpack_layer(
             let path = scratch.join(format!("layer{index:04}.tar"));
             let scratch_err = |e: io::Error| Error::io("write", &path, e);
             let out = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
-            let mut out = Hashing::new(BufWriter::with_capacity(CHUNK, out));
-            let mut from = decoder(input, compression).map_err(read_err)?;
+            let mut out = Hashing::new(BufWriter::with_capacity(CHUNK, Holes::new(out)));
+            let mut from = budget.wrap(decoder(input, compression).map_err(read_err)?);
             pump.copy(&mut from, &mut out, &read_err, &scratch_err)?;
-            out.inner.flush().map_err(scratch_err)?;
+            out.inner
+                .into_inner()
+                .map_err(|e| scratch_err(e.into_error()))?
+                .finish()
+                .map_err(scratch_err)?;
             Ok((out.hasher.finalize().into(), out.size, path))
         }
+    }
+}
+
+/// A scratch file written with a hole wherever a whole block of zeros would go, as
+/// `cp --sparse=always` does: a layer of a large file of zeros (a disk image, a
+/// preallocated database) then costs the disk what it holds, not its length. Reading the
+/// file back gives the zeros.
+struct Holes {
+    file: std::fs::File,
+    /// Bytes of zeros skipped since the last write, not yet followed by data.
+    pending: u64,
+    length: u64,
+}
+
+/// The unit of hole detection: file systems allocate in blocks of 4 KiB.
+const HOLE_BLOCK: usize = 4096;
+
+impl Holes {
+    fn new(file: std::fs::File) -> Self {
+        Holes {
+            file,
+            pending: 0,
+            length: 0,
+        }
+    }
+
+    /// Extends the file over a trailing hole.
+    fn finish(self) -> io::Result<()> {
+        if self.pending > 0 {
+            self.file.set_len(self.length)?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for Holes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::io::{Seek, SeekFrom};
+        const ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
+        for block in buf.chunks(HOLE_BLOCK) {
+            // A whole block of zeros is skipped; a comparison of slices is one memcmp.
+            if block.len() == HOLE_BLOCK && block == ZEROS {
+                self.pending += HOLE_BLOCK as u64;
+            } else {
+                if self.pending > 0 {
+                    let skip = i64::try_from(self.pending).map_err(io::Error::other)?;
+                    self.file.seek(SeekFrom::Current(skip))?;
+                    self.pending = 0;
+                }
+                self.file.write_all(block)?;
+            }
+            self.length += block.len() as u64;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -727,8 +829,8 @@ mod tests {
         std::fs::create_dir(&scratch).unwrap();
         let cancel = Cancel::new();
         cancel.cancel();
-        let err =
-            BaseImage::open_with(&archive, Select::default(), &scratch, Some(&cancel)).unwrap_err();
+        let err = BaseImage::open_with(&archive, Select::default(), &scratch, Some(&cancel), None)
+            .unwrap_err();
         assert!(
             matches!(err, Error::Layer(buildimage_layer::Error::Interrupted(_))),
             "{err}"
@@ -790,5 +892,100 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// zstd frames of `frames` × 1 MiB of zeros: a few hundred bytes per GiB.
+    fn zstd_zeros(frames: usize) -> Vec<u8> {
+        let frame = zstd::encode_all(&vec![0u8; 1 << 20][..], 1).unwrap();
+        frame.repeat(frames)
+    }
+
+    /// A docker-archive whose one layer is `layer`, with a config that names `diff_id`.
+    fn archive_with_layer(layer: &[u8], diff_id: &str) -> Vec<u8> {
+        let config = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#);
+        let manifest = br#"[{"Config": "c.json", "Layers": ["l/layer.tar"]}]"#;
+        tar_of(&[
+            ("manifest.json", manifest),
+            ("c.json", config.as_bytes()),
+            ("l/layer.tar", layer),
+        ])
+    }
+
+    fn open_limited(bytes: &[u8], limit: Option<u64>) -> (Result<BaseImage>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("base");
+        std::fs::write(&archive, bytes).unwrap();
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let opened = BaseImage::open_with(&archive, Select::default(), &scratch, None, limit)
+            .map(|(image, _)| image);
+        (opened, dir)
+    }
+
+    #[test]
+    fn a_zstd_bomb_layer_stops_at_the_limit_naming_the_layer() {
+        let bomb = zstd_zeros(64);
+        let bytes = archive_with_layer(&bomb, &format!("sha256:{}", "0".repeat(64)));
+        let (opened, dir) = open_limited(&bytes, Some(16 << 20));
+        match opened {
+            Err(err @ Error::BaseTooLarge { .. }) => {
+                assert_eq!(
+                    err.to_string(),
+                    "Base image layer l/layer.tar: expands to more than 16777216 bytes (16 MiB)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("scratch"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_compressed_archive_counts_against_the_same_limit_naming_the_member() {
+        let plain = archive_with_layer(&vec![0u8; 12 << 20], "sha256:x");
+        let bytes = zstd::encode_all(&plain[..], 1).unwrap();
+        let (opened, _dir) = open_limited(&bytes, Some(8 << 20));
+        match opened {
+            Err(Error::BaseTooLarge { what, limit }) => {
+                assert!(what.ends_with(", member l/layer.tar"), "{what}");
+                assert_eq!(limit, 8 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The limit counts what decompression yields for the archive and its layers together;
+    /// an uncompressed archive's bytes are not counted, whatever its size.
+    #[test]
+    fn the_limit_is_the_sum_of_what_decompression_yields() {
+        let layer = tar_of(&[("zeros", &vec![0u8; 3 << 20])]);
+        let diff_id = format!("sha256:{}", HEXLOWER.encode(&Sha256::digest(&layer)));
+        let compressed = zstd::encode_all(&layer[..], 1).unwrap();
+        let bytes = archive_with_layer(&compressed, &diff_id);
+        let exact = layer.len() as u64;
+        let (opened, _dir) = open_limited(&bytes, Some(exact));
+        let image = opened.unwrap();
+        assert_eq!(image.layers[0].size, exact);
+        // The zeros went into holes: the unpacked layer takes less disk than its length.
+        let blocks = std::os::unix::fs::MetadataExt::blocks(
+            &std::fs::metadata(&image.layers[0].path).unwrap(),
+        );
+        assert!(blocks * 512 < 1 << 20, "{blocks} blocks of 512 bytes");
+        assert_eq!(std::fs::read(&image.layers[0].path).unwrap(), layer);
+        let (opened, _dir) = open_limited(&bytes, Some(exact - 1));
+        assert!(matches!(opened, Err(Error::BaseTooLarge { .. })));
+        // The whole archive compressed: its tar counts too, so the layer no longer fits.
+        let outer = zstd::encode_all(&bytes[..], 1).unwrap();
+        let (opened, _dir) = open_limited(&outer, Some(exact));
+        assert!(
+            matches!(opened, Err(Error::BaseTooLarge { .. })),
+            "{opened:?}"
+        );
+        let (opened, _dir) = open_limited(&outer, Some(exact + bytes.len() as u64));
+        opened.unwrap();
     }
 }

@@ -63,6 +63,12 @@ pub struct BuildArgs {
     /// Where store paths come from.
     #[command(flatten)]
     pub source: StoreArgs,
+    /// What scripts may use.
+    #[command(flatten)]
+    pub scripts: ScriptArgs,
+    /// Limits on the base image.
+    #[command(flatten)]
+    pub base: BaseArgs,
     /// Print the passthru information (imageName, imageTag, layer, …) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -86,9 +92,53 @@ pub struct LayeredArgs {
     /// Where store paths come from.
     #[command(flatten)]
     pub source: StoreArgs,
+    /// What scripts may use.
+    #[command(flatten)]
+    pub scripts: ScriptArgs,
+    /// Limits on the base image.
+    #[command(flatten)]
+    pub base: BaseArgs,
     /// Print what was built (imageName, imageTag, layers, …) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Limits of `runAsRoot` and `fakeRootCommands`.
+#[derive(Debug, clap::Args)]
+pub struct ScriptArgs {
+    /// How long runAsRoot or fakeRootCommands may run before it is stopped with everything
+    /// it started: a number of seconds, or with a unit (`90s`, `30m`, `2h`); `0` for no
+    /// limit.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub script_timeout: Timeout,
+}
+
+/// A time limit; `None`: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<std::time::Duration>);
+
+/// `90`, `90s`, `30m`, `2h`; `0`: none.
+fn parse_duration(text: &str) -> Result<Timeout, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a number of seconds, or one with s, m or h"
+            ));
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number of seconds, or one with s, m or h"))?;
+    Ok(Timeout((number > 0).then(|| {
+        std::time::Duration::from_secs(number.saturating_mul(seconds_per))
+    })))
 }
 
 /// Where a build finds store paths and their references: `--store`, `--closure-info`.
@@ -102,6 +152,52 @@ pub struct StoreArgs {
     /// file. Same as the spec key `closureInfo`, which it replaces.
     #[arg(long, value_name = "PATH")]
     pub closure_info: Option<PathBuf>,
+}
+
+/// Limits on reading the base image (`fromImage`), which is untrusted input.
+#[derive(Debug, clap::Args)]
+pub struct BaseArgs {
+    /// The most bytes the base archive and its layers may expand to when decompressed
+    /// (suffixes K, M, G, T: powers of 1024), checked while they are read. Default: 32
+    /// times the archive's size, at least 1G, at most 64G.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_base_size: Option<u64>,
+}
+
+/// A byte count: digits, then optionally `K`, `M`, `G` or `T` (powers of 1024, either
+/// case, `KiB` and `KB` too).
+///
+/// ```
+/// use buildimage_cli::args::parse_size;
+/// assert_eq!(parse_size("4096"), Ok(4096));
+/// assert_eq!(parse_size("64G"), Ok(64 << 30));
+/// assert_eq!(parse_size("3MiB"), Ok(3 << 20));
+/// assert!(parse_size("1.5G").is_err());
+/// assert!(parse_size("99999999999T").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "expected a number of bytes with an optional K, M, G or T, got {text:?}"
+            ));
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a number of bytes, got {text:?}"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text} is more than 2^64 bytes"))
 }
 
 /// How an image is sent to its destination: manifest format, registry access, the layer
@@ -178,8 +274,9 @@ pub enum CacheCommand {
         /// The cache folder. Default: `$XDG_CACHE_HOME/buildimage` (`~/.cache/buildimage`).
         #[arg(long, value_name = "DIR")]
         cache: Option<PathBuf>,
-        /// Bytes to keep, counting 4 KiB per entry (`0` empties the cache).
-        #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+        /// Bytes to keep, counting 4 KiB per entry (`0` empties the cache; suffixes K, M,
+        /// G, T: powers of 1024).
+        #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = parse_size)]
         max_size: u64,
     },
 }
@@ -214,4 +311,21 @@ pub enum NixFunction {
     /// `streamLayeredImage`: `$out` is an executable that streams the image, `$conf` holds
     /// the spec it runs and the closure listing of its store paths.
     StreamLayered,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Timeout, parse_duration};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_with_or_without_a_unit() {
+        let secs = |n| Ok(Timeout(Some(Duration::from_secs(n))));
+        assert_eq!(parse_duration("90"), secs(90));
+        assert_eq!(parse_duration("30m"), secs(1800));
+        assert_eq!(parse_duration("2h"), secs(7200));
+        assert_eq!(parse_duration("0"), Ok(Timeout(None)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 }

@@ -17,6 +17,7 @@ impl InputNames {
     pub fn name(&self, input: Input) -> String {
         let key = match input {
             Input::FromImage => "fromImage",
+            Input::MaxBaseSize => return "Key `fromImage` (--max-base-size)".to_owned(),
             Input::CopyToRoot => "copyToRoot",
             Input::Contents => "contents",
             Input::ClosureInfo if self.closure_info_flag => return "--closure-info".to_owned(),

@@ -23,6 +23,8 @@ pub struct Context {
     pub store: PathBuf,
     /// `--closure-info`, which replaces the spec's `closureInfo`.
     pub closure_info: Option<PathBuf>,
+    /// `--max-base-size`.
+    pub max_base_size: Option<u64>,
 }
 
 /// Why a spec that parsed cannot be built.
@@ -101,6 +103,7 @@ pub fn build_image(spec: &Spec, context: &Context) -> Result<BuildImage, Request
             path,
             name: spec.from_image_name.clone(),
             tag: spec.from_image_tag.clone(),
+            max_size: context.max_base_size,
         }),
         copy_to_root: spec.copy_to_root.clone(),
         keep_contents_dirlinks: spec.keep_contents_dirlinks,
@@ -141,6 +144,7 @@ pub fn build_layered(spec: &LayeredSpec, context: &Context) -> Result<BuildLayer
             path,
             name: None,
             tag: None,
+            max_size: context.max_base_size,
         }),
         contents: spec.contents.clone(),
         config: spec.config.clone(),

@@ -16,6 +16,9 @@ pub struct BaseRequest {
     pub name: Option<String>,
     /// See `name`.
     pub tag: Option<String>,
+    /// The most bytes decompressing the archive and its layers may yield; `None` for
+    /// `buildimage_archive::read::default_max_expansion` of the archive's size.
+    pub max_size: Option<u64>,
 }
 
 /// The read-base stage: the base image `request` names, if any.
@@ -31,8 +34,22 @@ fn read(request: &BaseRequest, env: &Env<'_>) -> Result<BaseImage> {
         tag: request.tag.as_deref(),
     };
     // The reader's errors name the archive, or the member of it, at fault.
-    let (image, notes) = BaseImage::open_with(&request.path, select, &env.tmp, Some(env.cancel))
-        .map_err(|e| Error::from(e).about(Input::FromImage))?;
+    let (image, notes) = BaseImage::open_with(
+        &request.path,
+        select,
+        &env.tmp,
+        Some(env.cancel),
+        request.max_size,
+    )
+    .map_err(|e| {
+        // Over the limit, the remedy is the limit, so that is what the error is about.
+        let input = if matches!(e, buildimage_archive::Error::BaseTooLarge { .. }) {
+            Input::MaxBaseSize
+        } else {
+            Input::FromImage
+        };
+        Error::from(e).about(input)
+    })?;
     for note in notes {
         env.events.warning(Some(Input::FromImage), &note);
     }

@@ -9,6 +9,8 @@ use std::fmt;
 pub enum Input {
     /// The base image (`fromImage`).
     FromImage,
+    /// The limit on the bytes the base image expands to, when the base goes over it.
+    MaxBaseSize,
     /// A folder copied into the image (`copyToRoot`, `buildImage`'s `contents`).
     CopyToRoot,
     /// A store path linked into a layered image (`contents`).

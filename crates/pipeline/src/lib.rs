@@ -102,6 +102,8 @@ pub struct Env<'a> {
     pub tmp: PathBuf,
     /// A binary whose `main` hands `__sandbox` to `buildimage_sandbox::sandbox_main`.
     pub self_exe: PathBuf,
+    /// What `runAsRoot` and `fakeRootCommands` may use (time, disk).
+    pub script_limits: buildimage_sandbox::Limits,
 }
 
 impl<'a> Env<'a> {
@@ -113,6 +115,7 @@ impl<'a> Env<'a> {
             events,
             tmp: std::env::temp_dir(),
             self_exe: PathBuf::from("/proc/self/exe"),
+            script_limits: buildimage_sandbox::Limits::default(),
         }
     }
 }

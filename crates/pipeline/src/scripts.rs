@@ -74,6 +74,7 @@ pub fn fake_root(
             script: fake_root.to_owned(),
             chroot,
             store: store_dir.is_dir().then_some(store_dir),
+            limits: env.script_limits,
         };
         recordings = buildimage_sandbox::run_fake_root(&job, &env.self_exe, env.cancel)
             .map_err(|e| match e {
@@ -155,6 +156,7 @@ pub fn run_as_root(
         script: script.script.clone(),
         shell: script.shell.clone(),
         store: store_dir.is_dir().then_some(store_dir),
+        limits: env.script_limits,
     };
     env.cancel.check()?;
     let recordings =
@@ -178,6 +180,13 @@ pub fn run_as_root(
     let options = UpperOptions {
         root_uid,
         root_gid,
+        id_shift: buildimage_sandbox::host_id_range().map(|range| {
+            (
+                u64::from(range.uid_base),
+                u64::from(range.gid_base),
+                u64::from(range.count),
+            )
+        }),
         recordings: Some(&recordings),
     };
     let mut warnings = Warnings::default();

@@ -423,17 +423,30 @@ fn tls_push_trusts_a_self_signed_ca_certificate_of_the_cert_dir() {
 /// couple of seconds of SIGINT.
 const PROMPT: Duration = Duration::from_secs(2);
 
-/// Runs `work` on a thread, sets `cancel` after 300 ms, and returns what `work` returned
-/// once it did, failing if that took longer than [`PROMPT`] after the cancel.
-fn cancel_after_300_ms<T: Send + 'static>(
+/// Runs `work` on a thread, sets `cancel` once `ready()` says the request is where the test
+/// wants it (polled; a busy machine may take long to get there), and returns what `work`
+/// returned once it did, failing if that took longer than [`PROMPT`] after the cancel.
+fn cancel_when<T: Send + 'static>(
     cancel: &Cancel,
+    ready: impl Fn() -> bool,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> T {
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
         let _ = sender.send(work());
     });
-    thread::sleep(Duration::from_millis(300));
+    let waiting = Instant::now();
+    while !ready() {
+        assert!(
+            receiver.try_recv().is_err(),
+            "the request ended before it was cancelled"
+        );
+        assert!(
+            waiting.elapsed() < Duration::from_mins(2),
+            "the request never got where the test cancels it"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
     assert!(
         receiver.try_recv().is_err(),
         "the request ended before it was cancelled"
@@ -445,6 +458,13 @@ fn cancel_after_300_ms<T: Send + 'static>(
         .unwrap_or_else(|_| panic!("still running {PROMPT:?} after the cancel"));
     assert!(cancelled.elapsed() < PROMPT, "{:?}", cancelled.elapsed());
     result
+}
+
+/// A `ready` for [`cancel_when`] that turns true 300 ms after it is made: for a server that
+/// never answers, where nothing shows that the request arrived.
+fn after_300_ms() -> impl Fn() -> bool {
+    let start = Instant::now();
+    move || start.elapsed() >= Duration::from_millis(300)
 }
 
 /// Whether `error` is the interruption the CLI reports as such.
@@ -475,9 +495,11 @@ fn push_held_by_the_registry_stops_when_cancelled() {
         };
         let mut registry =
             connect(&format!("{}/app:v1", proxy.url()), &options).with_chunk_size(blob.len());
-        let result = cancel_after_300_ms(&cancel, move || {
-            registry.put_blob(&digest(&blob), &blob).map(|_| ())
-        });
+        let result = cancel_when(
+            &cancel,
+            || proxy.held() == 1,
+            move || registry.put_blob(&digest(&blob), &blob).map(|_| ()),
+        );
         let error = result.unwrap_err();
         assert!(is_interrupted(&error), "{method}: {error:?}");
         assert_eq!(proxy.held(), 1, "{method}");
@@ -530,7 +552,7 @@ fn connect_to_a_silent_registry_stops_when_cancelled() {
             ..options
         };
         let target = Target::parse(&format!("127.0.0.1:{port}/app")).unwrap();
-        let result = cancel_after_300_ms(&cancel, move || {
+        let result = cancel_when(&cancel, after_300_ms(), move || {
             Registry::connect(&target, &options).map(|_| ())
         });
         let error = result.unwrap_err();

@@ -113,8 +113,8 @@ pub enum Error {
     ScriptFailed {
         /// Its exit status.
         status: i32,
-        /// Whether this process may not set setuid or setgid bits at all (see
-        /// `Error::script_failed`), which may be why.
+        /// Whether this process may not set setuid or setgid bits at all (Nix's build
+        /// sandbox refuses them), which may be why.
         setuid_filtered: bool,
     },
     /// The script was killed by a signal.
@@ -122,6 +122,28 @@ pub enum Error {
     ScriptKilled {
         /// The signal number.
         signal: i32,
+    },
+    /// The script ran longer than its time limit and was stopped.
+    #[error(
+        "The script ran for longer than {} (--script-timeout) and was stopped, with everything it started",
+        humantime(*after)
+    )]
+    TimedOut {
+        /// The limit.
+        after: std::time::Duration,
+    },
+    /// The script filled its file system down to the reserve and was stopped.
+    #[error(
+        "The script was stopped: the file system of {} had less than {} MiB free, the \
+         space a script must leave (free more space, or set TMPDIR to a larger file system)",
+        path.display(),
+        reserve.div_ceil(1 << 20)
+    )]
+    DiskReserve {
+        /// A folder on that file system.
+        path: PathBuf,
+        /// The reserve, in bytes.
+        reserve: u64,
     },
     /// The run was stopped (SIGINT, SIGTERM) before the script ended.
     #[error(transparent)]
@@ -189,4 +211,21 @@ fn setuid_filtered() -> bool {
         return false;
     };
     fchmod(&file, Mode::from_bits_truncate(0o4700)) == Err(nix::errno::Errno::EPERM)
+}
+
+/// `90s`, `15m`, `2h`, `1h30m`: how a limit is shown.
+fn humantime(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (value, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if value > 0 {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{value}{unit}");
+        }
+    }
+    if out.is_empty() {
+        out = format!("{}ms", d.as_millis());
+    }
+    out
 }

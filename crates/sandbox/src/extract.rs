@@ -90,22 +90,47 @@ enum Copy {
     Write(io::Error),
 }
 
-/// Copies a member's data into its file, telling read errors from write errors.
+/// Copies a member's data into its file, telling read errors from write errors. Whole
+/// 4 KiB blocks of zeros become holes: a GNU sparse member (which reads as its whole
+/// length, holes as zeros) or a file of zeros takes the disk what it holds, not its
+/// length, so a small layer cannot fill `TMPDIR` through one.
 fn copy_data(
     from: &mut impl io::Read,
     to: &mut File,
     buf: &mut [u8],
 ) -> std::result::Result<(), Copy> {
-    use std::io::Write as _;
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    const BLOCK: usize = 4096;
+    const ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut length: u64 = 0;
+    let mut pending: u64 = 0;
     loop {
         let n = match from.read(buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Copy::Read(e)),
         };
-        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+        for block in buf[..n].chunks(BLOCK) {
+            // A comparison of slices is one memcmp.
+            if block.len() == BLOCK && block == ZEROS {
+                pending += BLOCK as u64;
+            } else {
+                if pending > 0 {
+                    let skip =
+                        i64::try_from(pending).map_err(|e| Copy::Write(io::Error::other(e)))?;
+                    to.seek(SeekFrom::Current(skip)).map_err(Copy::Write)?;
+                    pending = 0;
+                }
+                to.write_all(block).map_err(Copy::Write)?;
+            }
+            length += block.len() as u64;
+        }
     }
+    if pending > 0 {
+        to.set_len(length).map_err(Copy::Write)?;
+    }
+    Ok(())
 }
 
 /// The metadata applied to an object once it exists.

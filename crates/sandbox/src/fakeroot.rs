@@ -94,10 +94,20 @@ fn intercepted() -> Vec<i64> {
 /// Starts `cmd` with the filter: it is installed on a thread of its own, which starts the
 /// command (the child inherits the filter) and ends, so that the supervisor itself is not
 /// filtered. Returns the child and the listener.
-pub(crate) fn spawn(mut cmd: Command) -> io::Result<(Child, OwnedFd)> {
+///
+/// With `userns`, the command starts in a user namespace of its own that maps that range
+/// of host ids, and installs those filters once there
+/// ([`seccomp::spawn_in_user_namespace`]).
+pub(crate) fn spawn(
+    mut cmd: Command,
+    userns: Option<(crate::idmap::IdRange, Vec<seccompiler::BpfProgram>)>,
+) -> io::Result<(Child, OwnedFd)> {
     std::thread::spawn(move || {
         let listener = seccomp::install(&intercepted())?;
-        let child = cmd.spawn()?;
+        let child = match userns {
+            Some((range, filters)) => seccomp::spawn_in_user_namespace(&mut cmd, &range, filters)?,
+            None => cmd.spawn()?,
+        };
         Ok((child, listener))
     })
     .join()

@@ -44,6 +44,8 @@ struct Run<'a> {
     /// The script's `$0`.
     name: &'static str,
     fake_root: bool,
+    /// See [`InitRequest::id_range`].
+    id_range: Option<crate::idmap::IdRange>,
 }
 
 /// How often the helper looks whether the script ended or a signal arrived.
@@ -83,8 +85,12 @@ fn run() -> Result<Report, Report> {
             // Without real root the user namespace maps only the caller: owners and device
             // nodes the script gives are recorded, as for a fake root, and read back with
             // the upper folder, so the layer is what real root would have made.
-            let fake_root = !geteuid().is_root();
-            if fake_root {
+            // As root, the script itself starts in a user namespace that maps a private
+            // range of host ids (the init process, still root, maps it); otherwise this
+            // process enters one that maps the caller. Either way its `mknod` of devices
+            // (and, with one id, its `chown`) is recorded by the supervisor.
+            let id_range = geteuid().is_root().then(crate::idmap::IdRange::for_root);
+            if id_range.is_none() {
                 enter_user_namespace()?;
             }
             sandboxed(
@@ -95,7 +101,8 @@ fn run() -> Result<Report, Report> {
                     shell: run.shell.as_deref(),
                     store: run.store.as_deref(),
                     name: "runAsRoot",
-                    fake_root,
+                    fake_root: true,
+                    id_range,
                 },
                 &stop,
             )
@@ -114,6 +121,7 @@ fn run() -> Result<Report, Report> {
                         store: job.store.as_deref(),
                         name: "fakeRootCommands",
                         fake_root: true,
+                        id_range: None,
                     },
                     &stop,
                 )
@@ -132,6 +140,7 @@ fn in_place(job: &FakeRoot, stop: &Cancel) -> Result<Report, Report> {
         .try_clone_to_owned()
         .map_err(|e| Report::failed("pass standard error on", e))?;
     let shell = crate::script::host_shell();
+    crate::confine::confine()?;
     let mut cmd = Command::new(&shell);
     cmd.args(["-e", "-c", &job.script, "fakeRootCommands"])
         .current_dir(&job.dir)
@@ -142,7 +151,7 @@ fn in_place(job: &FakeRoot, stop: &Cancel) -> Result<Report, Report> {
         .stdout(Stdio::from(to_stderr))
         // Its own process group, so that what it starts in the background ends with it.
         .process_group(0);
-    let (mut child, listener) = fakeroot::spawn(cmd)
+    let (mut child, listener) = fakeroot::spawn(cmd, None)
         .map_err(|e| Report::failed("start the shell", format!("{}: {e}", shell.display())))?;
     let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let kill = |_: &mut Child| {
@@ -390,6 +399,11 @@ fn prepare_and_run(run: &Run<'_>, root: &Path, stop: &Cancel) -> Result<Report, 
             fs::create_dir(&tmp).map_err(|e| Report::failed("create /tmp", e))?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .map_err(|e| Report::failed("create /tmp", e))?;
+            // The script's root owns it, as everything else of the tree.
+            if let Some(range) = run.id_range {
+                std::os::unix::fs::lchown(&tmp, Some(range.uid_base), Some(range.gid_base))
+                    .map_err(|e| Report::failed("create /tmp", e))?;
+            }
         }
         if run.store.is_some() {
             ensure_dir(root, "nix", &mut points)?;
@@ -443,6 +457,7 @@ fn run_init(run: &Run<'_>, root: &Path, stop: &Cancel) -> Result<Report, Report>
         store: run.store.map(Path::to_owned),
         name: run.name.to_owned(),
         fake_root: run.fake_root,
+        id_range: run.id_range,
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A child that died at once is found out below.

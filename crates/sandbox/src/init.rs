@@ -53,7 +53,15 @@ pub(crate) fn main() -> ExitCode {
 fn run(req: &InitRequest) -> Report {
     match setup(req) {
         Ok((cmd, _)) if req.fake_root => {
-            let (mut child, listener) = match crate::fakeroot::spawn(cmd) {
+            let userns = match req
+                .id_range
+                .map(|range| crate::confine::filters().map(|filters| (range, filters.to_vec())))
+            {
+                None => None,
+                Some(Ok(userns)) => Some(userns),
+                Some(Err(e)) => return Report::failed("build the seccomp filter", e),
+            };
+            let (mut child, listener) = match crate::fakeroot::spawn(cmd, userns) {
                 Ok(started) => started,
                 Err(e) => return Report::failed("start the script", e),
             };
@@ -146,6 +154,14 @@ fn setup(req: &InitRequest) -> Result<(Command, String), Report> {
     setgroups(&[]).ok();
 
     let shell = choose_shell(req.shell.as_deref())?;
+    // Everything is mounted: from here on, neither this process nor the script may
+    // mount, make namespaces or reach the host's kernel (see `confine`).
+    if req.id_range.is_some() {
+        // The script installs the filters itself, once in its user namespace.
+        crate::confine::confine_process()?;
+    } else {
+        crate::confine::confine()?;
+    }
     let mut path = PATH.to_owned();
     if let Some(dir) = Path::new(&shell).parent().and_then(Path::to_str)
         && !path.split(':').any(|p| p == dir)

@@ -22,7 +22,9 @@
 //! use std::process::ExitCode;
 //!
 //! use buildimage_layer::Cancel;
-//! use buildimage_sandbox::{RootRun, SANDBOX_COMMAND, extract_layer, run_as_root, sandbox_main};
+//! use buildimage_sandbox::{
+//!     Limits, RootRun, SANDBOX_COMMAND, extract_layer, run_as_root, sandbox_main,
+//! };
 //!
 //! fn main() -> ExitCode {
 //!     let args: Vec<_> = std::env::args_os().collect();
@@ -39,6 +41,7 @@
 //!         script: "mkdir -p /data && echo hello > /data/hello".to_owned(),
 //!         shell: None,
 //!         store: Some(PathBuf::from("/nix/store")),
+//!         limits: Limits::default(),
 //!     };
 //!     match run_as_root(&run, Path::new("/proc/self/exe"), &Cancel::new()) {
 //!         Ok(_recordings) => ExitCode::SUCCESS, // upper/data/hello now exists
@@ -76,9 +79,21 @@
 //!
 //! # Safety of the host
 //!
-//! This is isolation against accidents, not a security boundary: the script runs as root
-//! (real root when the caller is root) and is trusted as much as nixpkgs trusts it in its
-//! virtual machine.
+//! nixpkgs runs the script in a throw-away virtual machine; here the kernel's own
+//! boundaries give the same guarantee, as rootless container engines do:
+//!
+//! - The script is root of a user namespace only, never of the host: as root, the init
+//!   process starts it in a namespace that maps a private range of host ids
+//!   ([`IdRange`], from `/etc/subuid` or a high default; the folders are shifted into the
+//!   range first), and as an ordinary user the namespace maps only the caller. Owners and
+//!   devices it gives are recorded by the fake root's supervisor where the kernel refuses
+//!   them, so the layer is what real root would make.
+//! - Before it starts, capabilities that act on the host's kernel leave the bounding set,
+//!   `no_new_privs` is set, a seccomp filter makes the clock, modules, reboot, swap,
+//!   accounting, BPF, perf, keyrings, handles, mounts and new namespaces fail with EPERM,
+//!   and no descriptor but standard input, output and error stays open (`confine.rs`).
+//! - The caller stops a script that runs longer than [`Limits::timeout`] or leaves less
+//!   than [`Limits::disk_reserve`] free, with everything it started.
 //!
 //! - All mounts live in private mount namespaces and disappear with the sandbox's last
 //!   process; the helper dies with its caller and the init process with the helper
@@ -92,10 +107,12 @@
 //!   read-only; the store is bound read-only; the network namespace has no interfaces.
 //! - [`extract_layer`] writes nothing outside its destination whatever the tar holds.
 
+mod confine;
 mod error;
 mod extract;
 mod fakeroot;
 mod helper;
+mod idmap;
 mod init;
 mod mounts;
 mod protocol;
@@ -118,6 +135,7 @@ use buildimage_layer::{Cancel, EntryKind, Recorded, Recordings, ScratchDir};
 
 pub use error::{Error, Result};
 pub use extract::{Extracted, extract_layer};
+pub use idmap::{IdRange, shift_tree};
 pub use script::run_script;
 
 use crate::protocol::{HelperRequest, Job, Report};
@@ -160,6 +178,33 @@ pub struct RootRun {
     /// The host's store folder itself (`DIR/nix/store` for `--store DIR`), bound read-only
     /// at `/nix/store`.
     pub store: Option<PathBuf>,
+    /// What the script may use (enforced by the caller, not sent to the helper).
+    #[serde(skip)]
+    pub limits: Limits,
+}
+
+/// What a script may use, enforced from outside the sandbox while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long the script may run (wall clock); then it is stopped with everything it
+    /// started, and the run fails with [`Error::TimedOut`]. `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// The most free space the script must leave on the file system it writes to (its
+    /// upper folder's, its folder's): when less is free, it is stopped and the run fails
+    /// with [`Error::DiskReserve`] rather than filling the disk. The reserve of a run is
+    /// the smaller of this and an eighth of what was free when it started, so that a small
+    /// file system can still be written.
+    pub disk_reserve: u64,
+}
+
+impl Default for Limits {
+    /// One hour, and 256 MiB kept free.
+    fn default() -> Self {
+        Limits {
+            timeout: Some(Duration::from_hours(1)),
+            disk_reserve: 256 << 20,
+        }
+    }
 }
 
 /// The entry point of the helper processes: call it with the whole `argv` when `argv[1]` is
@@ -202,7 +247,21 @@ pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<Re
     if let Some(store) = &req.store {
         run.store = Some(existing_dir(store, "the store is not a folder")?);
     }
-    match run_helper(&req.work, Job::RunAsRoot(run), self_exe, cancel)? {
+    if let Some(range) = host_id_range() {
+        // The script's ids are the range's: it must see the folders with its own ids.
+        for dir in run.lower.iter().chain([&run.upper]) {
+            shift_tree(dir, &range).map_err(|e| Error::io("shift the owners of", dir, e))?;
+        }
+    }
+    let watched = run.upper.clone();
+    match run_helper(
+        &req.work,
+        Job::RunAsRoot(run),
+        &req.limits,
+        &watched,
+        self_exe,
+        cancel,
+    )? {
         Report::Exited(0) => Ok(Recordings::new()),
         report => recorded(report, self_exe),
     }
@@ -225,6 +284,9 @@ pub struct FakeRoot {
     pub chroot: bool,
     /// The host's store folder, bound read-only at `/nix/store` with `chroot`.
     pub store: Option<PathBuf>,
+    /// What the script may use (enforced by the caller, not sent to the helper).
+    #[serde(skip)]
+    pub limits: Limits,
 }
 
 /// The mount points a chrooted fake root's folder gets, which are not part of it: leave
@@ -245,7 +307,15 @@ pub fn run_fake_root(req: &FakeRoot, self_exe: &Path, cancel: &Cancel) -> Result
     if let Some(store) = &req.store {
         job.store = Some(existing_dir(store, "the store is not a folder")?);
     }
-    let report = run_helper(&req.work, Job::FakeRoot(job), self_exe, cancel)?;
+    let watched = job.dir.clone();
+    let report = run_helper(
+        &req.work,
+        Job::FakeRoot(job),
+        &req.limits,
+        &watched,
+        self_exe,
+        cancel,
+    )?;
     recorded(report, self_exe)
 }
 
@@ -309,8 +379,16 @@ fn existing_dir(path: &Path, what: &'static str) -> Result<PathBuf> {
 }
 
 /// Starts the helper for `job` with a scratch folder inside `work`, waits for it (asking
-/// it to stop when `cancel` is set) and returns its report.
-fn run_helper(work: &Path, job: Job, self_exe: &Path, cancel: &Cancel) -> Result<Report> {
+/// it to stop when `cancel` is set or a limit is reached; `watched` is the folder whose
+/// file system the disk reserve is kept on) and returns its report.
+fn run_helper(
+    work: &Path,
+    job: Job,
+    limits: &Limits,
+    watched: &Path,
+    self_exe: &Path,
+    cancel: &Cancel,
+) -> Result<Report> {
     fs::create_dir_all(work).map_err(|e| Error::io("create", work, e))?;
     let scratch = ScratchDir::new_in(work, ".sandbox-")?;
     if let Job::RunAsRoot(run) = &job {
@@ -341,15 +419,15 @@ fn run_helper(work: &Path, job: Job, self_exe: &Path, cancel: &Cancel) -> Result
     // Read while waiting: a report larger than the pipe's buffer (a fake root's records)
     // would otherwise keep the helper from ending.
     let report = drain(child.stdout.take());
-    let (status, stopped) =
-        wait_helper(&mut child, cancel).map_err(|e| Error::io("wait for", self_exe, e))?;
+    let (status, stopped) = wait_helper(&mut child, cancel, &mut Watch::new(limits, watched))
+        .map_err(|e| Error::io("wait for", self_exe, e))?;
     let text = report
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("the reader panicked")))
         .map_err(|e| Error::io("read the report of", self_exe, e))?;
     let removed = scratch.remove().map_err(Error::from);
-    if stopped {
-        return Err(buildimage_layer::Interrupted.into());
+    if let Some(why) = stopped {
+        return Err(why.error(watched));
     }
     let Ok(report) = serde_json::from_slice::<Report>(&text) else {
         return Err(Error::Helper {
@@ -397,25 +475,105 @@ fn report_error(report: Report, self_exe: &Path) -> Error {
 fn wait_helper(
     child: &mut std::process::Child,
     stop: &Cancel,
-) -> std::io::Result<(ExitStatus, bool)> {
-    let mut asked: Option<Instant> = None;
+    watch: &mut Watch,
+) -> std::io::Result<(ExitStatus, Option<Stopped>)> {
+    let mut asked: Option<(Instant, Stopped)> = None;
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok((status, asked.is_some()));
+            return Ok((status, asked.map(|(_, why)| why)));
         }
         match asked {
-            None if stop.is_cancelled() => {
-                let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-                kill(pid, Signal::SIGTERM).ok();
-                asked = Some(Instant::now());
+            None => {
+                let why = if stop.is_cancelled() {
+                    Some(Stopped::Interrupted)
+                } else {
+                    watch.exceeded()
+                };
+                if let Some(why) = why {
+                    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+                    kill(pid, Signal::SIGTERM).ok();
+                    asked = Some((Instant::now(), why));
+                }
             }
-            Some(when) if when.elapsed() > STOP_GRACE => {
+            Some((when, _)) if when.elapsed() > STOP_GRACE => {
                 child.kill().ok();
             }
-            _ => {}
+            Some(_) => {}
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Why the caller stopped a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// `cancel` was set.
+    Interrupted,
+    /// The script ran longer than this.
+    TimedOut(Duration),
+    /// Less than this was free on the watched file system.
+    DiskReserve(u64),
+}
+
+impl Stopped {
+    fn error(self, watched: &Path) -> Error {
+        match self {
+            Stopped::Interrupted => buildimage_layer::Interrupted.into(),
+            Stopped::TimedOut(after) => Error::TimedOut { after },
+            Stopped::DiskReserve(reserve) => Error::DiskReserve {
+                path: watched.to_owned(),
+                reserve,
+            },
+        }
+    }
+}
+
+/// The limits of one run, checked while it runs.
+struct Watch {
+    deadline: Option<(Instant, Duration)>,
+    watched: PathBuf,
+    /// The reserve of this run (see [`Limits::disk_reserve`]); 0 when the file system's
+    /// free space cannot be read.
+    reserve: u64,
+    /// When the free space was looked at last: `statvfs` every [`DISK_CHECK`].
+    checked: Instant,
+}
+
+/// How often the free space of a running script's file system is looked at.
+const DISK_CHECK: Duration = Duration::from_millis(50);
+
+impl Watch {
+    fn new(limits: &Limits, watched: &Path) -> Watch {
+        let free = available(watched).unwrap_or(0);
+        Watch {
+            deadline: limits.timeout.map(|t| (Instant::now(), t)),
+            watched: watched.to_owned(),
+            reserve: limits.disk_reserve.min(free / 8),
+            checked: Instant::now(),
+        }
+    }
+
+    /// Whether a limit is reached.
+    fn exceeded(&mut self) -> Option<Stopped> {
+        if let Some((start, timeout)) = self.deadline
+            && start.elapsed() >= timeout
+        {
+            return Some(Stopped::TimedOut(timeout));
+        }
+        if self.reserve > 0 && self.checked.elapsed() >= DISK_CHECK {
+            self.checked = Instant::now();
+            if available(&self.watched).is_some_and(|free| free < self.reserve) {
+                return Some(Stopped::DiskReserve(self.reserve));
+            }
+        }
+        None
+    }
+}
+
+/// The bytes an unprivileged process may still write on the file system of `path`.
+fn available(path: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -436,6 +594,14 @@ pub fn host_root_ids() -> (u64, u64) {
     } else {
         (u64::from(geteuid().as_raw()), u64::from(getegid().as_raw()))
     }
+}
+
+/// The private range of host ids a `runAsRoot` script runs with: `Some` when the caller
+/// is root (see [`IdRange::for_root`]); `None` for an ordinary user, whose script's root is
+/// the caller itself ([`host_root_ids`]). The folders of a run are shifted into the range
+/// before it, and `buildimage_layer::UpperOptions::id_shift` reads them back.
+pub fn host_id_range() -> Option<IdRange> {
+    geteuid().is_root().then(IdRange::for_root)
 }
 
 /// Whether this process runs in a user namespace other than the initial one.

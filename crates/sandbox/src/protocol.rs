@@ -48,6 +48,9 @@ pub(crate) struct InitRequest {
     /// Record owners and devices as a fake root (supervise the script rather than become
     /// it).
     pub fake_root: bool,
+    /// Start the script in a user namespace of its own with this range of host ids (the
+    /// caller is root, and so is this process).
+    pub id_range: Option<crate::idmap::IdRange>,
 }
 
 /// How a run ended, or why it could not start.

@@ -1,6 +1,7 @@
 //! The system calls the safe parts of this crate cannot make through `nix` or `std`:
 //! installing a seccomp filter that hands chosen system calls to a supervisor
-//! (`SECCOMP_RET_USER_NOTIF`), and the supervisor's side of that conversation.
+//! (`SECCOMP_RET_USER_NOTIF`), the supervisor's side of that conversation, and marking
+//! descriptors close-on-exec by number (see [`set_cloexec`]).
 //!
 //! This is the one module of the workspace with `unsafe` code. Each block is a single
 //! system call on values this module owns; none keeps a pointer past the call.
@@ -212,6 +213,106 @@ pub(crate) fn answer(listener: BorrowedFd<'_>, id: u64, answer: Answer) -> io::R
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Marks the descriptor `fd` close-on-exec (`fcntl(F_SETFD, FD_CLOEXEC)`); fails with
+/// EBADF when it is not open. Takes a number rather than a `BorrowedFd` because its callers
+/// hold none: they mark every descriptor the process has, whoever owns it.
+pub(crate) fn set_cloexec(fd: i32) -> io::Result<()> {
+    // SAFETY: F_SETFD reads and writes no memory of ours; on a descriptor that is not open
+    // it fails with EBADF, and on one that is it changes only its close-on-exec flag.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts `cmd` in a user namespace of its own whose ids 0..`range.count` are the host ids
+/// of `range`, with `filters` installed just before it runs the program.
+///
+/// Only a process in the parent namespace may map a range of ids, and only once the child
+/// exists; `Command::spawn` returns only after the child ran its program. So the child,
+/// between fork and exec, leaves for a new user namespace, sends its pid on one pipe and
+/// waits on another; a thread of ours reads the pid, writes the child's `uid_map` and
+/// `gid_map` and lets it go on; the child then installs the filters (after `unshare`,
+/// which they forbid) and runs the program.
+pub(crate) fn spawn_in_user_namespace(
+    cmd: &mut std::process::Command,
+    range: &crate::idmap::IdRange,
+    filters: Vec<seccompiler::BpfProgram>,
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+
+    let (pid_read, pid_write) = nix::unistd::pipe()?;
+    let (go_read, go_write) = nix::unistd::pipe()?;
+    let (child_pid_write, child_go_read) = (pid_write.as_raw_fd(), go_read.as_raw_fd());
+    // The child closes its copies of our ends, so that it sees EOF when we fail.
+    let (our_pid_read, our_go_write) = (pid_read.as_raw_fd(), go_write.as_raw_fd());
+    let (uid_map, gid_map) = (range.uid_map(), range.gid_map());
+    // Dropped without writing when a map cannot be written: the child then sees EOF.
+    let mapper = std::thread::spawn(move || -> io::Result<()> {
+        let mut pid = [0u8; 4];
+        let mut from_child = std::fs::File::from(pid_read);
+        // EOF: the child failed before it got there; `spawn` reports why.
+        if std::io::Read::read_exact(&mut from_child, &mut pid).is_err() {
+            return Ok(());
+        }
+        let pid = i32::from_ne_bytes(pid);
+        std::fs::write(format!("/proc/{pid}/uid_map"), &uid_map)?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &gid_map)?;
+        std::io::Write::write_all(&mut std::fs::File::from(go_write), b"g")?;
+        Ok(())
+    });
+    // SAFETY: the closure runs in the child between fork and exec. It makes system calls
+    // only (getpid, unshare, write, read, close, setgroups, setresgid, setresuid, prctl and
+    // seccomp through `apply_filter`,
+    // which builds its `sock_fprog` on the stack), allocates nothing on its success path,
+    // and uses only descriptors and a filter that were moved into it and stay valid.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::close(our_pid_read);
+            libc::close(our_go_write);
+            // A UTS namespace of its own too, so that it may set its host name.
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWUTS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(child_pid_write, pid.as_ptr().cast(), pid.len()) != 4 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut go = 0u8;
+            if libc::read(child_go_read, (&raw mut go).cast(), 1) != 1 {
+                return Err(io::Error::from_raw_os_error(libc::EPIPE));
+            }
+            libc::close(child_pid_write);
+            libc::close(child_go_read);
+            // Become the namespace's root (host id `uid_base`): until now this process was
+            // the host's root, which the new namespace does not map.
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(0, 0, 0) != 0
+                || libc::setresuid(0, 0, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            for filter in &filters {
+                if seccompiler::apply_filter(filter).is_err() {
+                    return Err(io::Error::from_raw_os_error(libc::EPERM));
+                }
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    // Our copies of the child's ends: without them the mapper sees EOF if the child died.
+    drop(pid_write);
+    drop(go_read);
+    let mapped = mapper
+        .join()
+        .map_err(|_| io::Error::other("the thread that maps the ids panicked"))?;
+    let child = spawned?;
+    mapped?;
+    Ok(child)
 }
 
 #[cfg(test)]

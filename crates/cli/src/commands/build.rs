@@ -37,7 +37,7 @@ pub fn run(args: &BuildArgs, quiet: bool, signals: &Signals, user_umask: u32) ->
     };
     let progress = Progress::new(quiet, &names);
     print_warnings(&progress, &parsed.warnings);
-    let request = request::build_image(&spec, &context(&args.source))?;
+    let request = request::build_image(&spec, &context(&args.source, &args.base))?;
     // What can fail before any work fails before the output is touched.
     request.check().map_err(|e| names.error(e))?;
 
@@ -51,6 +51,7 @@ pub fn run(args: &BuildArgs, quiet: bool, signals: &Signals, user_umask: u32) ->
         signals,
         progress: &progress,
         names: &names,
+        scripts: &args.scripts,
     };
     let (built, sent) = writing.run(
         |env, dest| build_image(&request, env, dest),

@@ -11,7 +11,7 @@ use buildimage_archive::{
     ImageSummary, LayerCache, LayerRecord, Layout, ManifestFormat, OciArchive, OciLayout, Output,
     cache,
 };
-use buildimage_cli::args::{DestArgs, Format, StoreArgs};
+use buildimage_cli::args::{BaseArgs, DestArgs, Format, ScriptArgs, StoreArgs};
 use buildimage_cli::destination::Dest;
 use buildimage_pipeline::Input;
 use buildimage_remote::daemon::{Endpoint, Load};
@@ -71,7 +71,7 @@ pub fn refuse_json_on_stdout(json: bool, dest: &Dest) -> Result<()> {
 }
 
 /// What resolving a spec takes from the environment and the options.
-pub fn context(source: &StoreArgs) -> RequestContext {
+pub fn context(source: &StoreArgs, base: &BaseArgs) -> RequestContext {
     RequestContext {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         now: std::time::SystemTime::now()
@@ -79,6 +79,7 @@ pub fn context(source: &StoreArgs) -> RequestContext {
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
         store: source.store.clone(),
         closure_info: source.closure_info.clone(),
+        max_base_size: base.max_base_size,
     }
 }
 
@@ -286,6 +287,8 @@ pub struct Writing<'a> {
     pub progress: &'a Progress<'a>,
     /// How inputs are named in errors.
     pub names: &'a InputNames,
+    /// `--script-timeout`.
+    pub scripts: &'a ScriptArgs,
 }
 
 impl Writing<'_> {
@@ -298,7 +301,8 @@ impl Writing<'_> {
         summary: impl FnOnce(&T) -> (&str, &ImageSummary),
     ) -> Result<(T, Sent)> {
         let mut sink = Sink::open(self).with_context(|| self.names.name(Input::Destination))?;
-        let env = Env::new(self.signals.cancel(), self.progress);
+        let mut env = Env::new(self.signals.cancel(), self.progress);
+        env.script_limits.timeout = self.scripts.script_timeout.0;
         let built = build(&env, sink.destination()).map_err(|e| self.names.error(e))?;
         let sent = sink.commit(self.signals, &sending(self.dest))?;
         self.progress.finish();

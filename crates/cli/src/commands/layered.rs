@@ -45,7 +45,7 @@ pub fn run(
     };
     let progress = Progress::new(quiet, &names);
     print_warnings(&progress, &parsed.warnings);
-    let request = request::build_layered(&spec, &context(&args.source))?;
+    let request = request::build_layered(&spec, &context(&args.source, &args.base))?;
     request.check().map_err(|e| names.error(e))?;
 
     let compressor = layer_compressor(function, &dest, spec.compressor);
@@ -59,6 +59,7 @@ pub fn run(
         signals,
         progress: &progress,
         names: &names,
+        scripts: &args.scripts,
     };
     let (built, sent) = writing.run(
         |env, dest| build_layered(&request, env, dest),

@@ -242,7 +242,10 @@ fn check_stream(text: &str, conf: &Path) -> Result<()> {
         store: PathBuf::from("/"),
         closure_info: None,
     };
-    let request = request::build_layered(&parsed.spec, &context(&source))?;
+    let base = buildimage_cli::args::BaseArgs {
+        max_base_size: None,
+    };
+    let request = request::build_layered(&parsed.spec, &context(&source, &base))?;
     let names = crate::keys::InputNames {
         closure_info_flag: false,
         destination: "Writing standard output".to_owned(),

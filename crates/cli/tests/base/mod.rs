@@ -17,6 +17,7 @@ mod dedup;
 mod forms;
 mod hostile;
 mod layers;
+mod limit;
 mod select;
 
 use std::ffi::OsStr;

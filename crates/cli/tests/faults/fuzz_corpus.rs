@@ -107,3 +107,56 @@ fn spec_seeds_are_valid_specs() {
             .unwrap_or_else(|err| panic!("seed {name}: {err}"));
     }
 }
+
+#[test]
+fn layered_spec_corpus_never_panics() {
+    let (seeds, _) = replay("layered_spec", buildimage_cli::fuzzing::layered_spec);
+    assert!(
+        seeds >= 4,
+        "the layered spec seeds are missing ({seeds} found)"
+    );
+}
+
+#[test]
+fn oci_index_corpus_never_panics_and_keeps_other_entries() {
+    let (seeds, _) = replay("oci_index", buildimage_cli::fuzzing::oci_index);
+    assert!(
+        seeds >= 4,
+        "the OCI index seeds are missing ({seeds} found)"
+    );
+}
+
+#[test]
+fn challenge_corpus_never_panics() {
+    let (seeds, _) = replay("challenge", buildimage_cli::fuzzing::challenge);
+    assert!(
+        seeds >= 4,
+        "the challenge seeds are missing ({seeds} found)"
+    );
+}
+
+/// The layered seeds parse, and their pipelines apply, so that the fuzzer starts from
+/// inputs that reach the layering steps.
+#[test]
+fn layered_spec_seeds_are_valid_specs() {
+    let dir = inputs("seeds", "layered_spec");
+    for name in [
+        "seed-minimal",
+        "seed-pipeline",
+        "seed-every-step",
+        "seed-every-key",
+    ] {
+        let text = fs::read_to_string(dir.join(name)).expect("read a seed");
+        let parsed = buildimage_cli::spec::layered::parse(
+            &text,
+            Path::new("/specs"),
+            buildimage_cli::spec::layered::Function::Build,
+        )
+        .unwrap_or_else(|err| panic!("seed {name}: {err}"));
+        assert!(
+            parsed.warnings.is_empty(),
+            "seed {name}: {:?}",
+            parsed.warnings
+        );
+    }
+}

@@ -60,21 +60,23 @@ let
     echo root:x:0:0::/root:/bin/sh > etc/passwd
     echo root:x:0: > etc/group
   '';
+  # As `adduser` would, then a file given by name and a setuid file, from the root.
+  makeUser = ''
+    cd /
+    ${users}
+    echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd
+    echo app:x:1000: >> /etc/group
+    mkdir -p /home/app
+    chown app:app /home/app
+    echo hi > /home/app/f
+    chown app:app /home/app/f
+    touch /setuid
+    chmod 4755 /setuid
+  '';
 in {
   runAsRoot = tools.buildImage {
     name = "fn-run-as-root"; tag = "t1"; copyToRoot = [ busybox ]; compressor = "none";
-    runAsRoot = ''
-      cd /
-      ${users}
-      echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd
-      echo app:x:1000: >> /etc/group
-      mkdir -p /home/app
-      chown app:app /home/app
-      echo hi > /home/app/f
-      chown app:app /home/app/f
-      touch /setuid
-      chmod 4755 /setuid
-    '';
+    runAsRoot = makeUser;
   };
   fakeRoot = tools.buildLayeredImage {
     name = "fn-fake-root"; tag = "t1"; contents = [ busybox ]; compressor = "none";
@@ -90,18 +92,7 @@ in {
   fakeChroot = tools.buildLayeredImage {
     name = "fn-fake-chroot"; tag = "t1"; contents = [ busybox ]; compressor = "none";
     enableFakechroot = true;
-    fakeRootCommands = ''
-      cd /
-      ${users}
-      echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd
-      echo app:x:1000: >> /etc/group
-      mkdir -p /home/app
-      chown app:app /home/app
-      echo hi > /home/app/f
-      chown app:app /home/app/f
-      touch /setuid
-      chmod 4755 /setuid
-    '';
+    fakeRootCommands = makeUser;
   };
 }
 "#;

@@ -16,6 +16,7 @@
 
 mod failures;
 mod files;
+mod hostile;
 mod isolation;
 mod scenarios;
 mod unprivileged;

@@ -23,6 +23,10 @@ pub struct UpperOptions<'a> {
     pub root_uid: u64,
     /// The host group id that stands for root, as `root_uid`.
     pub root_gid: u64,
+    /// A range of host ids the script ran with: (host uid of its uid 0, host gid of its gid
+    /// 0, how many). An id in the range is recorded as the script's id (host uid
+    /// `base + 1000` as 1000); `root_uid` and `root_gid` still apply outside it.
+    pub id_shift: Option<(u64, u64, u64)>,
     /// What a script run without real root recorded (see [`Tree::from_staged`]): owners it
     /// gave and device nodes it made, which the disk cannot show. A recorded owner wins
     /// over the one on disk; a regular file recorded as a device becomes that device.
@@ -31,10 +35,26 @@ pub struct UpperOptions<'a> {
 
 impl UpperOptions<'_> {
     fn owner(&self, md: &Metadata) -> (u64, u64) {
-        let map = |id: u64, root: u64| if id == root { 0 } else { id };
+        let shifted =
+            |id: u64, base: u64, count: u64| (id >= base && id - base < count).then(|| id - base);
+        let map = |id: u64, root: u64, base: Option<(u64, u64)>| match base
+            .and_then(|(base, count)| shifted(id, base, count))
+        {
+            Some(inside) => inside,
+            None if id == root => 0,
+            None => id,
+        };
         let disk = (
-            map(u64::from(md.uid()), self.root_uid),
-            map(u64::from(md.gid()), self.root_gid),
+            map(
+                u64::from(md.uid()),
+                self.root_uid,
+                self.id_shift.map(|(uid, _, count)| (uid, count)),
+            ),
+            map(
+                u64::from(md.gid()),
+                self.root_gid,
+                self.id_shift.map(|(_, gid, count)| (gid, count)),
+            ),
         );
         match self.recorded(md) {
             Some(r) => (r.uid.unwrap_or(disk.0), r.gid.unwrap_or(disk.1)),
