@@ -159,7 +159,7 @@ pub fn run_as_root(
         limits: env.script_limits,
     };
     env.cancel.check()?;
-    let recordings =
+    let outcome =
         buildimage_sandbox::run_as_root(&request, &env.self_exe, env.cancel).map_err(|e| {
             match e {
                 // Both are mended with the shell's key.
@@ -180,14 +180,8 @@ pub fn run_as_root(
     let options = UpperOptions {
         root_uid,
         root_gid,
-        id_shift: buildimage_sandbox::host_id_range().map(|range| {
-            (
-                u64::from(range.uid_base),
-                u64::from(range.gid_base),
-                u64::from(range.count),
-            )
-        }),
-        recordings: Some(&recordings),
+        id_shift: outcome.id_shift(),
+        recordings: Some(&outcome.recordings),
     };
     let mut warnings = Warnings::default();
     *tree = Tree::from_upper(&upper, &options, &mut warnings)

@@ -81,7 +81,7 @@ fn run() -> Result<Report, Report> {
     }
 
     match &req.job {
-        Job::RunAsRoot(run) => {
+        Job::RunAsRoot(run, id_range) => {
             // Without real root the user namespace maps only the caller: owners and device
             // nodes the script gives are recorded, as for a fake root, and read back with
             // the upper folder, so the layer is what real root would have made.
@@ -89,7 +89,7 @@ fn run() -> Result<Report, Report> {
             // range of host ids (the init process, still root, maps it); otherwise this
             // process enters one that maps the caller. Either way its `mknod` of devices
             // (and, with one id, its `chown`) is recorded by the supervisor.
-            let id_range = geteuid().is_root().then(crate::idmap::IdRange::for_root);
+            let id_range = *id_range;
             if id_range.is_none() {
                 enter_user_namespace()?;
             }

@@ -224,18 +224,16 @@ pub fn sandbox_main(args: &[OsString]) -> ExitCode {
 /// it. `self_exe` is a binary whose `main` dispatches [`SANDBOX_COMMAND`] to
 /// [`sandbox_main`]; `/proc/self/exe` names the running one.
 ///
-/// Returns what the script's `chown` and `mknod` calls recorded, by device and inode of the
-/// objects in `req.upper`, for `buildimage_layer::UpperOptions::recordings`: nothing when
-/// the caller is root (the kernel made them); without root (an ordinary user, or a build in
-/// Nix's sandbox) the user namespace maps only the caller, so owners and devices are
-/// recorded as for a fake root ([`run_fake_root`]) and the layer read back is the one real
-/// root makes.
+/// Returns how to read `req.upper` back ([`RootOutcome`]): the script ran in a user
+/// namespace (see the crate documentation), so the owners and device nodes the kernel
+/// refused there are recorded, and as root the folders were shifted into a private range
+/// of host ids.
 ///
 /// The script's standard output and standard error both go to our standard error. When
 /// `cancel` is set (a caller that catches SIGINT and SIGTERM sets it), the sandbox is torn
 /// down, every process killed and everything unmounted, and [`Error::Interrupted`]
 /// returned.
-pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<Recordings> {
+pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<RootOutcome> {
     check_script(&req.script)?;
     let mut run = req.clone();
     run.upper = existing_dir(&req.upper, "the upper folder is not a folder")?;
@@ -247,23 +245,49 @@ pub fn run_as_root(req: &RootRun, self_exe: &Path, cancel: &Cancel) -> Result<Re
     if let Some(store) = &req.store {
         run.store = Some(existing_dir(store, "the store is not a folder")?);
     }
-    if let Some(range) = host_id_range() {
+    let id_range = host_id_range();
+    if let Some(range) = id_range {
         // The script's ids are the range's: it must see the folders with its own ids.
         for dir in run.lower.iter().chain([&run.upper]) {
             shift_tree(dir, &range).map_err(|e| Error::io("shift the owners of", dir, e))?;
         }
     }
     let watched = run.upper.clone();
-    match run_helper(
+    let report = run_helper(
         &req.work,
-        Job::RunAsRoot(run),
+        Job::RunAsRoot(run, id_range),
         &req.limits,
         &watched,
         self_exe,
         cancel,
-    )? {
-        Report::Exited(0) => Ok(Recordings::new()),
-        report => recorded(report, self_exe),
+    )?;
+    Ok(RootOutcome {
+        recordings: recorded(report, self_exe)?,
+        id_range,
+    })
+}
+
+/// What reading a `runAsRoot` upper folder back needs, for `buildimage_layer::UpperOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootOutcome {
+    /// Owners and device nodes the script gave that the disk cannot show, by device and
+    /// inode of the objects in the upper folder (`UpperOptions::recordings`).
+    pub recordings: Recordings,
+    /// The range of host ids the script ran with, when the caller is root: the folder's
+    /// owners are in it (`UpperOptions::id_shift`).
+    pub id_range: Option<IdRange>,
+}
+
+impl RootOutcome {
+    /// `UpperOptions::id_shift`: (host uid of 0, host gid of 0, how many).
+    pub fn id_shift(&self) -> Option<(u64, u64, u64)> {
+        self.id_range.map(|r| {
+            (
+                u64::from(r.uid_base),
+                u64::from(r.gid_base),
+                u64::from(r.count),
+            )
+        })
     }
 }
 
@@ -391,7 +415,7 @@ fn run_helper(
 ) -> Result<Report> {
     fs::create_dir_all(work).map_err(|e| Error::io("create", work, e))?;
     let scratch = ScratchDir::new_in(work, ".sandbox-")?;
-    if let Job::RunAsRoot(run) = &job {
+    if let Job::RunAsRoot(run, _) = &job {
         fill(&scratch, run)?;
     } else {
         let root = scratch.join("root");
@@ -598,9 +622,9 @@ pub fn host_root_ids() -> (u64, u64) {
 
 /// The private range of host ids a `runAsRoot` script runs with: `Some` when the caller
 /// is root (see [`IdRange::for_root`]); `None` for an ordinary user, whose script's root is
-/// the caller itself ([`host_root_ids`]). The folders of a run are shifted into the range
-/// before it, and `buildimage_layer::UpperOptions::id_shift` reads them back.
-pub fn host_id_range() -> Option<IdRange> {
+/// the caller itself ([`host_root_ids`]). Read once per run, in [`run_as_root`], which
+/// shifts the folders into it, sends it to the helper and returns it.
+fn host_id_range() -> Option<IdRange> {
     geteuid().is_root().then(IdRange::for_root)
 }
 

@@ -13,8 +13,9 @@ use crate::{FakeRoot, RootRun};
 /// What the helper is asked to run.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Job {
-    /// `runAsRoot` over an overlay of the image.
-    RunAsRoot(RootRun),
+    /// `runAsRoot` over an overlay of the image; with the range of host ids the caller
+    /// shifted the folders into (the caller is root), which the script must run with.
+    RunAsRoot(RootRun, Option<crate::idmap::IdRange>),
     /// `fakeRootCommands` in a folder, recording owners and devices.
     FakeRoot(FakeRoot),
 }

@@ -10,10 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buildimage_layer::{
-    Cancel, Entry, EntryKind, LayerWriter, Owner, Recordings, Tree, UpperOptions, Warnings,
+    Cancel, Entry, EntryKind, LayerWriter, Owner, Tree, UpperOptions, Warnings,
 };
 use buildimage_sandbox::{
-    Error, FAKE_CHROOT_MOUNTS, FakeRoot, Limits, RootRun, extract_layer, host_id_range,
+    Error, FAKE_CHROOT_MOUNTS, FakeRoot, Limits, RootOutcome, RootRun, extract_layer,
     host_root_ids, run_as_root, run_fake_root,
 };
 
@@ -200,7 +200,7 @@ impl Sandbox {
     fn run(&self, req: &RootRun) -> Result<(), Error> {
         let result = run_as_root(req, Path::new(BIN), &Cancel::new());
         self.assert_clean(&req.work);
-        result.map(|recordings| RECORDED.with(|r| *r.borrow_mut() = recordings))
+        result.map(|outcome| RECORDED.with(|r| *r.borrow_mut() = outcome))
     }
 
     fn assert_clean(&self, work: &Path) {
@@ -236,8 +236,8 @@ fn assert_no_mounts(dir: &Path) {
 
 thread_local! {
     /// What the last run of this test's thread recorded.
-    static RECORDED: std::cell::RefCell<Recordings> =
-        const { std::cell::RefCell::new(Recordings::new()) };
+    static RECORDED: std::cell::RefCell<RootOutcome> =
+        std::cell::RefCell::new(RootOutcome::default());
 }
 
 /// The upper folder read back as the pipeline reads it: the caller's ids or the private
@@ -249,14 +249,8 @@ fn upper_tree(upper: &Path) -> Tree {
         let options = UpperOptions {
             root_uid,
             root_gid,
-            id_shift: host_id_range().map(|r| {
-                (
-                    u64::from(r.uid_base),
-                    u64::from(r.gid_base),
-                    u64::from(r.count),
-                )
-            }),
-            recordings: Some(&recorded),
+            id_shift: recorded.id_shift(),
+            recordings: Some(&recorded.recordings),
         };
         Tree::from_upper(upper, &options, &mut Warnings::default()).unwrap()
     })
